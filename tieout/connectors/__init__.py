@@ -1,0 +1,1 @@
+"""Everything that talks to an outside system: the billing database, the Parquet lake."""

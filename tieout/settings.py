@@ -1,0 +1,262 @@
+"""Typed settings from `dagster_project.toml`, validated at load.
+
+Secrets never live in the file: values may reference the environment as `${NAME}` or
+`${NAME:-default}` and are resolved only when used (`resolve_env`), so a settings object can be
+printed, logged or put in metadata without leaking anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tieout.errors import ConfigError
+from tieout.schema import TABLES
+
+SETTINGS_ENV: Final = "TIEOUT_SETTINGS"
+SETTINGS_FILE: Final = "dagster_project.toml"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def _identifier(value: str) -> str:
+    """Identifiers from config end up in SQL: allow only plain names (no quotes, dots, spaces)."""
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a plain SQL identifier (letters, digits, _ and $, "
+            "starting with a letter or _, at most 63 characters)"
+        )
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
+def env_references(template: str) -> list[str]:
+    return [m.group(1) for m in _ENV_REF.finditer(template)]
+
+
+def pure_env_reference(template: str) -> str | None:
+    """The variable name when `template` is exactly `${NAME}` (what `dagster.EnvVar` can carry)."""
+    m = _ENV_REF.fullmatch(template.strip())
+    if m and m.group(2) is None:
+        return m.group(1)
+    return None
+
+
+def resolve_env(template: str, key_path: str) -> str:
+    """Expand `${NAME}` / `${NAME:-default}`; the error names the setting, never a value."""
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        value = os.environ.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{key_path}: environment variable {name} is not set; export it or give a "
+            f"default in {SETTINGS_FILE} as ${{{name}:-...}}"
+        )
+
+    return _ENV_REF.sub(sub, template)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableMapping(_Model):
+    """How one canonical table is read from a billing database that differs from the reference.
+
+    Either rename (`table` and/or `columns`: canonical name -> source column) or give a `query`
+    that returns the canonical columns (plus the window column) under their canonical names.
+    """
+
+    table: Identifier | None = None
+    columns: dict[str, Identifier] = Field(default_factory=dict)
+    query: str | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _single_select(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        body = v.strip().rstrip(";").strip()
+        if not re.match(r"(?is)^(select|with)\b", body):
+            raise ValueError("query must be a single SELECT (or WITH ... SELECT) statement")
+        if ";" in body:
+            raise ValueError("query must be a single statement: remove the ';' inside it")
+        return body
+
+    @model_validator(mode="after")
+    def _one_style(self) -> TableMapping:
+        if self.query is not None and (self.table is not None or self.columns):
+            raise ValueError("give either query or table/columns, not both")
+        return self
+
+
+def _check_timezone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{v!r} is not an IANA time zone (e.g. 'UTC', 'America/New_York')") from exc
+    return v
+
+
+class BillingSettings(_Model):
+    url: str = Field(
+        default="${BILLING_DATABASE_URL:-sqlite:///data/demo/billing.db}",
+        description="SQLAlchemy URL of the billing database; use ${ENV} for anything secret.",
+    )
+    schema_: Identifier | None = Field(
+        default="billing", alias="schema", description="Postgres schema; ignored by SQLite."
+    )
+    partitions_start: date = Field(
+        default=date(2026, 1, 1), description="First business day of the daily partitions."
+    )
+    tables: dict[str, TableMapping] = Field(
+        default_factory=dict,
+        description="Per-table mapping for databases that differ from the reference schema.",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables(cls, v: dict[str, TableMapping]) -> dict[str, TableMapping]:
+        for name, mapping in v.items():
+            if name not in TABLES:
+                raise ValueError(f"unknown table {name!r}; known tables: {', '.join(TABLES)}")
+            spec = TABLES[name]
+            allowed = set(spec.column_names) | {spec.window_column}
+            for col in mapping.columns:
+                if col not in allowed:
+                    raise ValueError(
+                        f"tables.{name}.columns: {col!r} is not a canonical column of {name} "
+                        f"(valid: {', '.join(sorted(allowed))})"
+                    )
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url_not_literal_secret(cls, v: str) -> str:
+        if not env_references(v) and re.search(r"://[^/@:]+:[^/@]+@", v):
+            raise ValueError(
+                "the URL contains a password; put it in the environment and write "
+                "url = \"${BILLING_DATABASE_URL}\""
+            )
+        return v
+
+
+class ReconciliationSettings(_Model):
+    finance_timezone: Annotated[str, AfterValidator(_check_timezone)] = Field(
+        default="UTC", description="Daily partitions are business days in this IANA time zone."
+    )
+
+
+class LakeSettings(_Model):
+    root: str = Field(
+        default="data/lake",
+        description="Where Parquet partitions go: a local folder or s3://bucket/prefix.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (e.g. a local S3 server); may be ${ENV}."
+    )
+
+
+class Settings(_Model):
+    billing: BillingSettings = Field(default_factory=BillingSettings)
+    reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    #: Directory relative paths (SQLite files, the local lake) are resolved against.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def billing_url(self) -> str:
+        """The resolved billing URL (may hold a secret: never log it)."""
+        return absolutize_sqlite_url(resolve_env(self.billing.url, "billing.url"), self.base_dir)
+
+    def lake_root(self) -> str:
+        root = resolve_env(self.lake.root, "lake.root")
+        if "://" in root:
+            return root
+        return str((self.base_dir / root).resolve())
+
+    def lake_endpoint(self) -> str | None:
+        if self.lake.s3_endpoint_url is None:
+            return None
+        return resolve_env(self.lake.s3_endpoint_url, "lake.s3_endpoint_url") or None
+
+
+def absolutize_sqlite_url(url: str, base_dir: Path) -> str:
+    """Relative SQLite paths are relative to the settings file, not to wherever a run starts."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+        rest = url[len(prefix) :]
+        path, sep, query = rest.partition("?")
+        if path and path != ":memory:":
+            return prefix + str((base_dir / path).resolve()) + sep + query
+    return url
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling; see docs/configuration.md)"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def settings_from_mapping(data: dict[str, Any], base_dir: Path, source: str) -> Settings:
+    try:
+        return Settings.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def find_settings_file(explicit: str | Path | None = None) -> Path | None:
+    """`explicit`, else $TIEOUT_SETTINGS, else ./dagster_project.toml; None means defaults."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"settings file {path} does not exist")
+        return path
+    env = os.environ.get(SETTINGS_ENV)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"{SETTINGS_ENV}={env} does not point at a file")
+        return path
+    here = Path.cwd() / SETTINGS_FILE
+    return here if here.is_file() else None
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load and validate settings; with no file anywhere, the embedded defaults apply."""
+    found = find_settings_file(path)
+    if found is None:
+        return Settings(base_dir=Path.cwd())
+    try:
+        data = tomllib.loads(found.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{found}: not valid TOML: {exc}") from None
+    return settings_from_mapping(data, found.resolve().parent, str(found))
