@@ -1,0 +1,1 @@
+"""Dagster assets: thin wrappers over library code that attach metadata."""

@@ -1,0 +1,1 @@
+"""Jobs, partitions and schedules."""
