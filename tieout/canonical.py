@@ -66,7 +66,9 @@ class _Problems:
         k = self.pk[i].as_py()
         return f"<row {i + 1}: NULL {self.spec.primary_key}>" if k is None else str(k)
 
-    def add(self, mask: pa.Array | pa.ChunkedArray, column: str, values: pa.ChunkedArray, why: str) -> None:
+    def add(
+        self, mask: pa.Array | pa.ChunkedArray, column: str, values: pa.ChunkedArray, why: str
+    ) -> None:
         for i in pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist():
             self.bad.add(i)
             v = values[i].as_py()
@@ -100,16 +102,14 @@ def as_plain(arr: pa.ChunkedArray) -> pa.ChunkedArray:
     return arr
 
 
-def _integer_column(
-    arr: pa.ChunkedArray, col: Column, problems: _Problems
-) -> pa.ChunkedArray:
+def _integer_column(arr: pa.ChunkedArray, col: Column, problems: _Problems) -> pa.ChunkedArray:
     spec = problems.spec
     if _is_float(arr.type):
         raise SchemaMismatchError(
             f"{spec.name}.{col.name} is a floating-point column in the billing database; "
             "money must be an integer number of minor units. Fix the source type, or map the "
-            f"table with [billing.tables.{spec.name}] query = \"SELECT ..., CAST(... AS BIGINT) "
-            f"AS {col.name} ...\" in dagster_project.toml"
+            f'table with [billing.tables.{spec.name}] query = "SELECT ..., CAST(... AS BIGINT) '
+            f'AS {col.name} ..." in dagster_project.toml'
         )
     nulls = pc.is_null(arr)
     if arr.null_count:
@@ -162,7 +162,9 @@ def _decimal_column(arr: pa.ChunkedArray, col: Column, problems: _Problems) -> p
         except (InvalidOperation, ValueError):
             out.append(None)
             bad.append(True)
-    problems.add(pa.array(bad, pa.bool_()), col.name, arr, f"{problems.spec.name}.{col.name} is not a number")
+    problems.add(
+        pa.array(bad, pa.bool_()), col.name, arr, f"{problems.spec.name}.{col.name} is not a number"
+    )
     return pa.chunked_array([pa.array(out, type=target)])
 
 
@@ -196,7 +198,9 @@ def canonicalize(spec: TableSpec, raw: pa.Table, source: str) -> Canonical:
             f"{spec.name}; fix [billing.tables.{spec.name}] in dagster_project.toml"
         )
     problems = _Problems(spec, raw.column(spec.primary_key))
-    window_col = spec.column(spec.window_column) if spec.window_column in spec.column_names else None
+    window_col = (
+        spec.column(spec.window_column) if spec.window_column in spec.column_names else None
+    )
     window = _temporal_column(
         as_plain(raw.column(WINDOW_COLUMN)),
         window_col or Column(WINDOW_COLUMN, "timestamp"),
@@ -246,9 +250,7 @@ def local_days(window: pa.ChunkedArray, timezone: str) -> pa.ChunkedArray:
     return pc.cast(local, pa.date32())
 
 
-def split_by_day(
-    canonical: Canonical, days: list[date], timezone: str
-) -> dict[date, pa.Table]:
+def split_by_day(canonical: Canonical, days: list[date], timezone: str) -> dict[date, pa.Table]:
     """One table per day of `days` (empty ones included, so a re-run replaces stale data)."""
     day_of_row = local_days(canonical.window, timezone)
     return {d: canonical.rows.filter(pc.equal(day_of_row, pa.scalar(d, pa.date32()))) for d in days}

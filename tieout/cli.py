@@ -66,7 +66,7 @@ def _echo(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-class _Date(click.ParamType):
+class _Date(click.ParamType):  # type: ignore[type-arg]
     name = "YYYY-MM-DD"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
@@ -105,8 +105,12 @@ def _settings(ctx: click.Context) -> Any:
 
 
 @main.command("demo-data")
-@click.option("--billing-url", required=True, help="SQLAlchemy URL to write to (SQLite or Postgres).")
-@click.option("--schema", "db_schema", default="billing", show_default=True, help="Postgres schema.")
+@click.option(
+    "--billing-url", required=True, help="SQLAlchemy URL to write to (SQLite or Postgres)."
+)
+@click.option(
+    "--schema", "db_schema", default="billing", show_default=True, help="Postgres schema."
+)
 @click.option("--start", type=DATE, default=DEMO_START.isoformat(), show_default=True)
 @click.option("--days", type=click.IntRange(1, 3660), default=DEMO_DAYS, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -130,8 +134,10 @@ def demo_data(
         url = resolve_env(billing_url, "--billing-url")
         _echo(f"writing demo data to {redact_url(url)} ({days} days from {start}, seed {seed})")
         counts = write_demo_data(
-            url, DemoConfig(start=start, days=days, seed=seed, customers=customers),
-            schema=db_schema, progress=lambda m: _echo(f"  {m}"),
+            url,
+            DemoConfig(start=start, days=days, seed=seed, customers=customers),
+            schema=db_schema,
+            progress=lambda m: _echo(f"  {m}"),
         )
         click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
 
@@ -170,7 +176,9 @@ def _run_extract(settings: Any, start: date, end: date, billing_url: str | None 
     job = defs.resolve_job_def("billing_extract")
     # With DAGSTER_HOME set the run is recorded where `dagster dev` shows it.
     instance = (
-        dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
     )
     ndays = (end - start).days + 1
     _echo(f"extracting {ndays} business day(s) {start}..{end} into {settings.lake_root()}")
@@ -229,8 +237,10 @@ def demo(ctx: click.Context, seed: int, customers: int) -> None:
         url = f"sqlite:///{db_file}"
         _echo(f"writing demo billing data to {db_file}")
         write_demo_data(
-            url, DemoConfig(start=DEMO_START, days=DEMO_DAYS, seed=seed, customers=customers),
-            schema=None, progress=lambda m: _echo(f"  {m}"),
+            url,
+            DemoConfig(start=DEMO_START, days=DEMO_DAYS, seed=seed, customers=customers),
+            schema=None,
+            progress=lambda m: _echo(f"  {m}"),
         )
         end = DEMO_START + timedelta(days=DEMO_DAYS - 1)
         ok = _run_extract(settings, DEMO_START, end, billing_url=url)
@@ -239,7 +249,10 @@ def demo(ctx: click.Context, seed: int, customers: int) -> None:
 
 @main.command("schema")
 @click.option(
-    "--dialect", type=click.Choice(["postgresql", "sqlite"]), default="postgresql", show_default=True
+    "--dialect",
+    type=click.Choice(["postgresql", "sqlite"]),
+    default="postgresql",
+    show_default=True,
 )
 @click.option("--schema", "db_schema", default="billing", show_default=True)
 def schema_cmd(dialect: str, db_schema: str) -> None:
@@ -250,7 +263,9 @@ def schema_cmd(dialect: str, db_schema: str) -> None:
 
 
 @main.command("check-settings")
-@click.option("--connect", is_flag=True, help="Also check the billing database against the mapping.")
+@click.option(
+    "--connect", is_flag=True, help="Also check the billing database against the mapping."
+)
 @click.pass_context
 def check_settings(ctx: click.Context, connect: bool) -> None:
     """Validate dagster_project.toml (and optionally the billing database) and say so."""

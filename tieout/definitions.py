@@ -13,7 +13,7 @@ from tieout.settings import Settings, load_settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings)
-    job = billing_extract_job(partitions)
+    job = billing_extract_job()
     return dg.Definitions(
         assets=build_billing_assets(partitions),
         jobs=[job],

@@ -81,7 +81,9 @@ class ExtractOutcome:
         return dict(sorted(out.items()))
 
 
-def read_canonical(db: BillingDatabase, table: str, days: Sequence[date], timezone: str) -> Canonical:
+def read_canonical(
+    db: BillingDatabase, table: str, days: Sequence[date], timezone: str
+) -> Canonical:
     """All rows of `table` changed during `days` (contiguous), canonical and checked."""
     windows = day_windows(sorted(days), timezone)
     start, end = windows[0][1], windows[-1][2]
@@ -93,7 +95,10 @@ def extract_frame(
     db: BillingDatabase, table: str, days: Sequence[date], timezone: str
 ) -> pd.DataFrame:
     """The canonical rows as a pandas frame with Arrow-backed dtypes (money stays int64)."""
-    return read_canonical(db, table, days, timezone).rows.to_pandas(types_mapper=pd.ArrowDtype)
+    frame: pd.DataFrame = read_canonical(db, table, days, timezone).rows.to_pandas(
+        types_mapper=pd.ArrowDtype
+    )
+    return frame
 
 
 def _write_quarantine(lake: Lake, name: str, day: date, rows: pa.Table) -> None:

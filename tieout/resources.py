@@ -19,7 +19,7 @@ from tieout.settings import (
 )
 
 
-class BillingDatabaseResource(dg.ConfigurableResource):  # type: ignore[misc]
+class BillingDatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The billing database. `url` is a `dg.EnvVar` (or a `${ENV:-default}` template)."""
 
     url: str = Field(description="SQLAlchemy URL; secret, resolved at run time.")
@@ -33,21 +33,25 @@ class BillingDatabaseResource(dg.ConfigurableResource):  # type: ignore[misc]
         return BillingDatabase(url, self.db_schema, mappings)
 
 
-class LakeResource(dg.ConfigurableResource):  # type: ignore[misc]
+class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where canonical Parquet partitions are written: a folder or s3://bucket/prefix."""
 
     root: str
     s3_endpoint_url: str | None = None
 
     def open(self) -> Lake:
-        endpoint = resolve_env(self.s3_endpoint_url, "lake.s3_endpoint_url") if self.s3_endpoint_url else None
+        endpoint = (
+            resolve_env(self.s3_endpoint_url, "lake.s3_endpoint_url")
+            if self.s3_endpoint_url
+            else None
+        )
         return Lake(resolve_env(self.root, "lake.root"), endpoint or None)
 
 
 def _env_or_template(template: str) -> str:
     """A pure `${NAME}` becomes `dg.EnvVar` so Dagster itself keeps the value out of config."""
     name = pure_env_reference(template)
-    return dg.EnvVar(name) if name else template  # type: ignore[return-value]
+    return dg.EnvVar(name) if name else template
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]

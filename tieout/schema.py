@@ -9,7 +9,7 @@ Money is always an integer number of minor units beside an ISO 4217 code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -167,7 +167,9 @@ TABLES: Final[dict[str, TableSpec]] = {
                 Column("customer_id", "text", references="customers.customer_id"),
                 Column("invoice_id", "text", nullable=True, references="invoices.invoice_id"),
                 Column(
-                    "kind", "text", choices=("charge", "refund", "chargeback", "chargeback_reversal")
+                    "kind",
+                    "text",
+                    choices=("charge", "refund", "chargeback", "chargeback_reversal"),
                 ),
                 Column(
                     "original_payment_id",
@@ -229,8 +231,8 @@ USAGE_DAILY_SCHEMA: Final = pa.schema(
 )
 
 
-def _sa_type(col: Column) -> sa.types.TypeEngine[object]:
-    mapping: dict[Kind, sa.types.TypeEngine[object]] = {
+def _sa_type(col: Column) -> sa.types.TypeEngine[Any]:
+    mapping: dict[Kind, sa.types.TypeEngine[Any]] = {
         "text": sa.Text(),
         "code2": sa.CHAR(2),
         "code3": sa.CHAR(3),
@@ -294,7 +296,9 @@ def ddl(dialect: str, schema: str | None = None) -> str:
     """The reference DDL as text, for documentation and DBAs who create tables by hand."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    dia = postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()
+    dia: sa.Dialect = (
+        postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()  # type: ignore[no-untyped-call]
+    )
     md = reference_metadata(schema if dialect == "postgresql" else None)
     out = []
     for table in md.sorted_tables:

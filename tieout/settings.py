@@ -116,7 +116,9 @@ def _check_timezone(v: str) -> str:
     try:
         ZoneInfo(v)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{v!r} is not an IANA time zone (e.g. 'UTC', 'America/New_York')") from exc
+        raise ValueError(
+            f"{v!r} is not an IANA time zone (e.g. 'UTC', 'America/New_York')"
+        ) from exc
     return v
 
 
@@ -160,7 +162,7 @@ class BillingSettings(_Model):
         if not env_references(v) and re.search(r"://[^/@:]+:[^/@]+@", v):
             raise ValueError(
                 "the URL contains a password; put it in the environment and write "
-                "url = \"${BILLING_DATABASE_URL}\""
+                'url = "${BILLING_DATABASE_URL}"'
             )
         return v
 

@@ -10,7 +10,7 @@ dialect; the window bounds are bound parameters (SQLAlchemy) or literals built o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -35,7 +35,10 @@ class BillingDatabase:
     """A billing database read through the canonical mapping in `[billing]`."""
 
     def __init__(
-        self, url: str, schema: str | None = "billing", mappings: Mapping[str, TableMapping] | None = None
+        self,
+        url: str,
+        schema: str | None = "billing",
+        mappings: Mapping[str, TableMapping] | None = None,
     ) -> None:
         try:
             self.engine = sa.create_engine(url)
@@ -93,7 +96,7 @@ class BillingDatabase:
             raise SchemaMismatchError(
                 f"billing table {self._display(src)} does not exist (canonical table {table}). "
                 f"Create it (docs/billing-schema.md; `tieout demo-data` writes a demo set) or "
-                f"point tieout at yours with {setting} table = \"<your table>\" in "
+                f'point tieout at yours with {setting} table = "<your table>" in '
                 "dagster_project.toml"
             )
         for canon in needed:
@@ -103,7 +106,7 @@ class BillingDatabase:
                     f"column {col!r} of billing table {self._display(src)} does not exist "
                     f"(canonical {table}.{canon}); existing columns: "
                     f"{', '.join(sorted(existing))}. Map it with {setting} columns = "
-                    f"{{ {canon} = \"<your column>\" }} in dagster_project.toml"
+                    f'{{ {canon} = "<your column>" }} in dagster_project.toml'
                 )
 
     def check(self, tables: list[str] | None = None) -> None:
@@ -153,11 +156,13 @@ class BillingDatabase:
             cols = ", ".join(f"q.{q(c)}" for c in spec.column_names)
             sql = f"SELECT {cols}, q.{q(spec.window_column)} AS {q(WINDOW_COLUMN)} FROM ({mapping.query}) AS q"  # noqa: S608,E501
             return sql, f"q.{q(spec.window_column)}"
-        cols = ", ".join(f"t.{q(self.source_column(table, c))} AS {q(c)}" for c in spec.column_names)
+        cols = ", ".join(
+            f"t.{q(self.source_column(table, c))} AS {q(c)}" for c in spec.column_names
+        )
         source = self._qualified(self.source_table(table))
         if spec.window_parent is None:
             window = f"t.{q(self.source_column(table, spec.window_column))}"
-            return f"SELECT {cols}, {window} AS {q(WINDOW_COLUMN)} FROM {source} AS t", window  # noqa: S608,E501
+            return f"SELECT {cols}, {window} AS {q(WINDOW_COLUMN)} FROM {source} AS t", window  # noqa: S608
         parent, fk, parent_pk = spec.window_parent
         parent_window_col = TABLES[parent].window_column
         parent_mapping = self._mapping(parent)
@@ -170,7 +175,7 @@ class BillingDatabase:
             pw = q(self.source_column(parent, parent_window_col))
         window = f"p.{pw}"
         join = f"JOIN {parent_src} AS p ON t.{q(self.source_column(table, fk))} = p.{pk}"
-        return f"SELECT {cols}, {window} AS {q(WINDOW_COLUMN)} FROM {source} AS t {join}", window  # noqa: S608,E501
+        return f"SELECT {cols}, {window} AS {q(WINDOW_COLUMN)} FROM {source} AS t {join}", window  # noqa: S608
 
     def window_query(self, table: str) -> str:
         """SQL with :start and :end placeholders selecting rows changed in [start, end)."""
@@ -206,20 +211,28 @@ class BillingDatabase:
                 f"billing query failed: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}"
             ) from None
 
+    @staticmethod
+    def postgres_text(sql: str, start: datetime, end: datetime) -> str:
+        """The statement as sent to Postgres: COPY takes no bind parameters, so the window
+        bounds are inlined as literals built from `datetime` objects (nothing to escape)."""
+
+        def literal(dt: datetime) -> str:
+            return f"'{dt.astimezone(UTC).isoformat()}'::timestamptz"
+
+        return sql.replace(":start", literal(start)).replace(":end", literal(end))
+
     def _read_postgres(self, sql: str, start: datetime, end: datetime) -> pa.Table:
         import adbc_driver_postgresql.dbapi as adbc
 
-        def literal(dt: datetime) -> str:
-            # Built from a datetime, never from text: nothing to escape.
-            return f"'{dt.astimezone(timezone.utc).isoformat()}'::timestamptz"
-
-        text = sql.replace(":start", literal(start)).replace(":end", literal(end))
+        text = self.postgres_text(sql, start, end)
         uri = sa.engine.make_url(self._url).set(drivername="postgresql")
         try:
-            with adbc.connect(uri.render_as_string(hide_password=False)) as conn:
-                with conn.cursor() as cur:
-                    cur.execute(text)
-                    table: pa.Table = cur.fetch_arrow_table()
+            with (
+                adbc.connect(uri.render_as_string(hide_password=False)) as conn,
+                conn.cursor() as cur,
+            ):
+                cur.execute(text)
+                table: pa.Table = cur.fetch_arrow_table()
         except adbc.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SchemaMismatchError(f"billing query failed: {first}") from None
@@ -232,7 +245,7 @@ class BillingDatabase:
         )
         params: dict[str, Any] = {"start": start, "end": end}
         if self.dialect == "sqlite":  # SQLite stores naive UTC text
-            params = {k: v.astimezone(timezone.utc).replace(tzinfo=None) for k, v in params.items()}
+            params = {k: v.astimezone(UTC).replace(tzinfo=None) for k, v in params.items()}
         with self.engine.connect() as conn:
             result = conn.execute(stmt, params)
             names = list(result.keys())
