@@ -9,9 +9,7 @@ import dagster as dg
 BILLING_EXTRACT_JOB: Final = "billing_extract"
 
 
-def billing_extract_job(
-    partitions_def: dg.PartitionsDefinition[str],
-) -> dg.UnresolvedAssetJobDefinition:
+def billing_extract_job() -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         BILLING_EXTRACT_JOB,
         selection=dg.AssetSelection.groups("billing"),
