@@ -262,6 +262,14 @@ def schema_cmd(dialect: str, db_schema: str) -> None:
     click.echo(ddl(dialect, db_schema), nl=False)
 
 
+@main.command("config-reference")
+def config_reference_cmd() -> None:
+    """Print the settings reference (Markdown) generated from the settings models."""
+    from tieout.settings import config_reference
+
+    click.echo(config_reference())
+
+
 @main.command("check-settings")
 @click.option(
     "--connect", is_flag=True, help="Also check the billing database against the mapping."

@@ -1,0 +1,1 @@
+"""Data checks: Great Expectations suites and blocking Dagster asset checks (later issue)."""
