@@ -145,27 +145,36 @@ def _currency_column(arr: pa.ChunkedArray, col: Column, problems: _Problems) -> 
     return text
 
 
-def _decimal_column(arr: pa.ChunkedArray, col: Column, problems: _Problems) -> pa.ChunkedArray:
-    target = ARROW_TYPES[col.kind]
+_QUANTUM: Final = Decimal("1e-9")
+
+
+def to_decimals(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.Array]:
+    """Exact decimal128(38, 9) from numbers or numeric text, and a mask of what did not parse.
+
+    Floats (SQLite has no exact numeric) go through their shortest repr, never binary.
+    """
+    target = ARROW_TYPES["numeric"]
     if pa.types.is_decimal(arr.type) or pa.types.is_integer(arr.type):
-        return pc.cast(arr, target)
-    values = arr.to_pylist()
+        return pc.cast(arr, target), pa.array([False] * len(arr), pa.bool_())
     out: list[Decimal | None] = []
-    bad = []
-    for v in values:
+    bad: list[bool] = []
+    for v in arr.to_pylist():
         try:
             d = None if v is None else Decimal(repr(v) if isinstance(v, float) else str(v).strip())
             if d is not None and not d.is_finite():
                 raise InvalidOperation
-            out.append(None if d is None else d.quantize(Decimal("1e-9")))
+            out.append(None if d is None else d.quantize(_QUANTUM))
             bad.append(False)
         except (InvalidOperation, ValueError):
             out.append(None)
             bad.append(True)
-    problems.add(
-        pa.array(bad, pa.bool_()), col.name, arr, f"{problems.spec.name}.{col.name} is not a number"
-    )
-    return pa.chunked_array([pa.array(out, type=target)])
+    return pa.chunked_array([pa.array(out, type=target)]), pa.array(bad, pa.bool_())
+
+
+def _decimal_column(arr: pa.ChunkedArray, col: Column, problems: _Problems) -> pa.ChunkedArray:
+    out, bad = to_decimals(arr)
+    problems.add(bad, col.name, arr, f"{problems.spec.name}.{col.name} is not a number")
+    return out
 
 
 def _temporal_column(arr: pa.ChunkedArray, col: Column, problems: _Problems) -> pa.ChunkedArray:
@@ -220,8 +229,9 @@ def canonicalize(spec: TableSpec, raw: pa.Table, source: str) -> Canonical:
             out = _temporal_column(arr, col, problems)
         else:
             out = pc.cast(arr, pa.string())
-        if not col.nullable and col.kind not in ("money", "int", "code3") and out.null_count:
-            problems.add(pc.is_null(out), col.name, out, "missing required value")
+        # NULL in the source, not a value that failed to parse (already reported above).
+        if not col.nullable and col.kind not in ("money", "int", "code3") and arr.null_count:
+            problems.add(pc.is_null(arr), col.name, arr, "missing required value")
         arrays.append(out)
     table = pa.Table.from_arrays(arrays, schema=spec.arrow_schema())
     if problems.bad:

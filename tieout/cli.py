@@ -57,6 +57,9 @@ def _exit_codes(debug: bool) -> Iterator[None]:
             sys.exit(2)
         if debug:
             raise
+        if isinstance(exc, TieoutError):  # e.g. the database is unreachable: worth a retry
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(1)
         click.echo(f"unexpected error: {type(exc).__name__}: {_one_line(exc)}", err=True)
         click.echo("(run again with --debug for the traceback)", err=True)
         sys.exit(1)

@@ -41,3 +41,7 @@ class TransientError(TieoutError):
 
 class TerminalError(TieoutError):
     """Marker: retrying will not help; stop and explain."""
+
+
+class BillingDatabaseUnavailable(TransientError):
+    """The billing database could not be reached or dropped the connection: retry later."""

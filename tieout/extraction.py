@@ -25,6 +25,7 @@ from tieout.canonical import (
     local_days,
     money_totals,
     split_by_day,
+    to_decimals,
 )
 from tieout.connectors.billing import BillingDatabase
 from tieout.connectors.lake import Lake
@@ -153,16 +154,14 @@ def extract_usage_daily(
     for day, start, end in day_windows(sorted(days), timezone):
         raw = db.read_usage_daily(start, end)
         n = raw.num_rows
-        qty = as_plain(raw.column("quantity"))
-        if pa.types.is_floating(qty.type):  # SQLite has no exact numeric; quantities only
-            qty = pa.array([None if v is None else str(round(v, 9)) for v in qty.to_pylist()])
+        qty, _ = to_decimals(as_plain(raw.column("quantity")))  # sums of numbers: always parse
         table = pa.Table.from_arrays(
             [
                 pa.array([day] * n, pa.date32()),
                 pc.cast(raw.column("customer_id"), pa.string()),
                 pc.cast(raw.column("subscription_id"), pa.string()),
                 pc.cast(raw.column("metric"), pa.string()),
-                pc.cast(pc.cast(qty, pa.string()), pa.decimal128(38, 9)),
+                qty,
                 pc.cast(raw.column("event_count"), pa.int64()),
             ],
             schema=USAGE_DAILY_SCHEMA,

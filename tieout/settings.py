@@ -48,10 +48,6 @@ def _identifier(value: str) -> str:
 Identifier = Annotated[str, AfterValidator(_identifier)]
 
 
-def env_references(template: str) -> list[str]:
-    return [m.group(1) for m in _ENV_REF.finditer(template)]
-
-
 def pure_env_reference(template: str) -> str | None:
     """The variable name when `template` is exactly `${NAME}` (what `dagster.EnvVar` can carry)."""
     m = _ENV_REF.fullmatch(template.strip())
@@ -158,7 +154,7 @@ class BillingSettings(_Model):
             for col in mapping.columns:
                 if col not in allowed:
                     raise ValueError(
-                        f"tables.{name}.columns: {col!r} is not a canonical column of {name} "
+                        f"{name}.columns.{col}: not a canonical column of {name} "
                         f"(valid: {', '.join(sorted(allowed))})"
                     )
         return v
@@ -166,7 +162,10 @@ class BillingSettings(_Model):
     @field_validator("url")
     @classmethod
     def _url_not_literal_secret(cls, v: str) -> str:
-        if not env_references(v) and re.search(r"://[^/@:]+:[^/@]+@", v):
+        # A reference without default stands for itself (\x00); a default is literal text.
+        shown = _ENV_REF.sub(lambda m: m.group(2) if m.group(2) is not None else "\x00", v)
+        m = re.search(r"://[^/@:]*:([^/@]+)@", shown)
+        if m and m.group(1).strip("\x00"):
             raise ValueError(
                 "the URL contains a password; put it in the environment and write "
                 'url = "${BILLING_DATABASE_URL}"'

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from tieout.canonical import WINDOW_COLUMN
-from tieout.errors import ConfigError, SchemaMismatchError, TieoutError
+from tieout.errors import BillingDatabaseUnavailable, ConfigError, SchemaMismatchError, TieoutError
 from tieout.schema import TABLES, USAGE_DAILY_SCHEMA, TableSpec
 from tieout.settings import TableMapping
 
@@ -42,7 +42,7 @@ class BillingDatabase:
     ) -> None:
         try:
             self.engine = sa.create_engine(url)
-        except (ArgumentError, NoSuchModuleError) as exc:
+        except (ArgumentError, NoSuchModuleError, ValueError) as exc:
             raise ConfigError(
                 f"billing.url: cannot use {redact_url(url)} as a SQLAlchemy URL ({exc})"
             ) from None
@@ -127,14 +127,14 @@ class BillingDatabase:
                     self._require_columns(parent, [parent_pk, TABLES[parent].window_column])
 
     def _check_query(self, spec: TableSpec, query: str) -> None:
-        sql = f"SELECT * FROM ({query}) AS q WHERE 1 = 0"  # noqa: S608 - query is config, checked
+        sql = f"SELECT * FROM (\n{query}\n) AS q WHERE 1 = 0"  # noqa: S608 - query is config, checked
         try:
             with self.engine.connect() as conn:
                 keys = set(conn.execute(sa.text(sql)).keys())
         except SQLAlchemyError as exc:
             raise SchemaMismatchError(
                 f"[billing.tables.{spec.name}] query fails in the billing database: "
-                f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}"
+                f"{_first_line(getattr(exc, 'orig', exc))}"
             ) from None
         needed = [*spec.column_names, spec.window_column]
         missing = [c for c in needed if c not in keys]
@@ -154,7 +154,7 @@ class BillingDatabase:
         q = self._q.quote
         if mapping.query is not None:
             cols = ", ".join(f"q.{q(c)}" for c in spec.column_names)
-            sql = f"SELECT {cols}, q.{q(spec.window_column)} AS {q(WINDOW_COLUMN)} FROM ({mapping.query}) AS q"  # noqa: S608,E501
+            sql = f"SELECT {cols}, q.{q(spec.window_column)} AS {q(WINDOW_COLUMN)} FROM (\n{mapping.query}\n) AS q"  # noqa: S608,E501
             return sql, f"q.{q(spec.window_column)}"
         cols = ", ".join(
             f"t.{q(self.source_column(table, c))} AS {q(c)}" for c in spec.column_names
@@ -167,7 +167,7 @@ class BillingDatabase:
         parent_window_col = TABLES[parent].window_column
         parent_mapping = self._mapping(parent)
         if parent_mapping.query is not None:
-            parent_src = f"({parent_mapping.query})"
+            parent_src = f"(\n{parent_mapping.query}\n)"
             pk, pw = q(parent_pk), q(parent_window_col)
         else:
             parent_src = self._qualified(self.source_table(parent))
@@ -177,14 +177,23 @@ class BillingDatabase:
         join = f"JOIN {parent_src} AS p ON t.{q(self.source_column(table, fk))} = p.{pk}"
         return f"SELECT {cols}, {window} AS {q(WINDOW_COLUMN)} FROM {source} AS t {join}", window  # noqa: S608
 
+    def _window_expr(self, window: str) -> str:
+        """SQLite keeps timestamps as text in whatever ISO 8601 form the writer chose; normalize
+        to UTC 'YYYY-MM-DD HH:MM:SS.SSS' so the text comparison with the bounds is a time one."""
+        if self.dialect == "sqlite":
+            return f"strftime('%Y-%m-%d %H:%M:%f', {window})"
+        return window
+
     def window_query(self, table: str) -> str:
         """SQL with :start and :end placeholders selecting rows changed in [start, end)."""
         select, window = self._source_select(table)
+        window = self._window_expr(window)
         order = self._q.quote(TABLES[table].primary_key)
         return f"SELECT * FROM ({select} WHERE {window} >= :start AND {window} < :end) AS w ORDER BY w.{order}"  # noqa: S608,E501
 
     def usage_daily_query(self) -> str:
         select, window = self._source_select("usage_events")
+        window = self._window_expr(window)
         q = self._q.quote
         keys = ", ".join(q(c) for c in ("customer_id", "subscription_id", "metric"))
         return (
@@ -208,7 +217,7 @@ class BillingDatabase:
             raise
         except SQLAlchemyError as exc:
             raise SchemaMismatchError(
-                f"billing query failed: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}"
+                f"billing query failed: {_first_line(getattr(exc, 'orig', exc))}"
             ) from None
 
     @staticmethod
@@ -227,26 +236,45 @@ class BillingDatabase:
         text = self.postgres_text(sql, start, end)
         uri = sa.engine.make_url(self._url).set(drivername="postgresql")
         try:
-            with (
-                adbc.connect(uri.render_as_string(hide_password=False)) as conn,
-                conn.cursor() as cur,
-            ):
+            conn = adbc.connect(uri.render_as_string(hide_password=False))
+        except adbc.Error as exc:
+            raise BillingDatabaseUnavailable(
+                f"cannot connect to the billing database {redact_url(self._url)}: "
+                f"{_first_line(exc)}"
+            ) from None
+        try:
+            with conn, conn.cursor() as cur:
                 cur.execute(text)
                 table: pa.Table = cur.fetch_arrow_table()
         except adbc.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SchemaMismatchError(f"billing query failed: {first}") from None
+            if _transient_sqlstate(getattr(exc, "sqlstate", None)):
+                raise BillingDatabaseUnavailable(
+                    f"billing query failed: {_first_line(exc)}"
+                ) from None
+            raise SchemaMismatchError(f"billing query failed: {_first_line(exc)}") from None
         return table
 
     def _read_sqlalchemy(self, sql: str, start: datetime, end: datetime) -> pa.Table:
-        stmt = sa.text(sql).bindparams(
-            sa.bindparam("start", type_=sa.DateTime(timezone=True)),
-            sa.bindparam("end", type_=sa.DateTime(timezone=True)),
-        )
         params: dict[str, Any] = {"start": start, "end": end}
-        if self.dialect == "sqlite":  # SQLite stores naive UTC text
-            params = {k: v.astimezone(UTC).replace(tzinfo=None) for k, v in params.items()}
-        with self.engine.connect() as conn:
+        if self.dialect == "sqlite":  # compared with the normalized text of _window_expr
+            stmt = sa.text(sql)
+            params = {
+                k: v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.") + f"{v.microsecond // 1000:03d}"
+                for k, v in params.items()
+            }
+        else:
+            stmt = sa.text(sql).bindparams(
+                sa.bindparam("start", type_=sa.DateTime(timezone=True)),
+                sa.bindparam("end", type_=sa.DateTime(timezone=True)),
+            )
+        try:
+            conn = self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise BillingDatabaseUnavailable(
+                f"cannot connect to the billing database {redact_url(self._url)}: "
+                f"{_first_line(getattr(exc, 'orig', exc))}"
+            ) from None
+        with conn:
             result = conn.execute(stmt, params)
             names = list(result.keys())
             rows = result.fetchall()
@@ -261,8 +289,29 @@ class BillingDatabase:
         return self.read(self.usage_daily_query(), start, end)
 
 
+def _transient_sqlstate(state: object) -> bool:
+    """Postgres SQLSTATE classes worth a retry: connection (08), resources (53), operator
+    intervention such as shutdown (57), transaction rollback (40)."""
+    return isinstance(state, str) and state[:2] in {"08", "40", "53", "57"}
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _to_arrow(values: list[object]) -> pa.Array:
-    """Infer an Arrow array; mixed types (text in a number column) fall back to text."""
+    """Infer an Arrow array; mixed types fall back to text so each value is judged alone.
+
+    SQLite is dynamically typed: '12.50' written into an INTEGER column comes back as a float
+    beside ints. Such a column is not a float column; the odd value is one bad row.
+    """
+    kinds = {type(v) for v in values if v is not None}
+    if float in kinds and len(kinds) > 1:
+        return pa.array(
+            [None if v is None else repr(v) if isinstance(v, float) else str(v) for v in values],
+            type=pa.string(),
+        )
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
