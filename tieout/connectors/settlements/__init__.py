@@ -1,0 +1,1 @@
+"""Gateway settlement reports -> canonical settlement lines (one module per gateway)."""
