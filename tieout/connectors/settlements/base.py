@@ -102,7 +102,7 @@ SETTLEMENT_LINE_SCHEMA: Final = pa.schema(
 assert tuple(SETTLEMENT_LINE_SCHEMA.names) == SETTLEMENT_COLUMNS
 
 
-FindingKind = Literal["batch_not_zero", "footer_mismatch"]
+FindingKind = Literal["batch_not_zero", "control_mismatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +119,28 @@ class Finding:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class ControlTotal:
+    """A total a gateway states without itemizing it (e.g. Braintree's settlement batch summary):
+    no money movement of its own, it is checked against the lines of other files instead."""
+
+    gateway: str
+    batch_id: str  # the batch whose lines it totals (same convention as SettlementLine.batch_id)
+    kind: str  # what it totals, in the gateway's words (e.g. "sale", "credit")
+    amount: str  # exact decimal string in major units, as stated (the currency may be implicit)
+    currency: str | None  # when the file states it
+    count: int | None
+    source_file: str
+    source_row: int
+
+
 @dataclass(frozen=True)
 class ParsedFile:
     gateway: str
     format: str  # e.g. "stripe.balance_change_from_activity.itemized", "paypal.stl"
     lines: tuple[SettlementLine, ...]
     findings: tuple[Finding, ...] = ()
+    controls: tuple[ControlTotal, ...] = ()
 
 
 class SettlementFileError(InputDataError):
