@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -145,12 +145,7 @@ def demo_data(
         click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
 
 
-def _run_extract(settings: Any, start: date, end: date, billing_url: str | None = None) -> bool:
-    """Materialize the billing assets for [start, end] in one run; True when it succeeded."""
-    import dagster as dg
-
-    from tieout.connectors.billing import BillingDatabase
-    from tieout.definitions import build_definitions
+def _check_range(settings: Any, start: date, end: date) -> None:
     from tieout.pipelines.partitions import daily_partitions
 
     if end < start:
@@ -161,22 +156,20 @@ def _run_extract(settings: Any, start: date, end: date, billing_url: str | None 
             f"--start {start} is before billing.partitions_start ({first}); lower it in "
             "dagster_project.toml"
         )
-    partitions = daily_partitions(settings)
-    keys = partitions.get_partition_keys()
+    keys = daily_partitions(settings).get_partition_keys()
     if not keys or end.isoformat() > keys[-1]:
         last = keys[-1] if keys else "none yet"
         raise ConfigError(f"--end {end} is not a closed business day yet (latest: {last})")
-    if billing_url is not None:
-        settings = settings.model_copy(
-            update={"billing": settings.billing.model_copy(update={"url": billing_url})}
-        )
-    db = BillingDatabase(settings.billing_url(), settings.billing.schema_, settings.billing.tables)
-    try:
-        db.check()  # fail before launching a run, naming table, column and setting
-    finally:
-        db.dispose()
+
+
+def _run_job(settings: Any, job_name: str, start: date, end: date, what: str) -> bool:
+    """Materialize a job's assets for [start, end] in one run; True when it succeeded."""
+    import dagster as dg
+
+    from tieout.definitions import build_definitions
+
     defs = build_definitions(settings)
-    job = defs.resolve_job_def("billing_extract")
+    job = defs.resolve_job_def(job_name)
     # With DAGSTER_HOME set the run is recorded where `dagster dev` shows it.
     instance = (
         dg.DagsterInstance.get()
@@ -184,7 +177,7 @@ def _run_extract(settings: Any, start: date, end: date, billing_url: str | None 
         else dg.DagsterInstance.ephemeral()
     )
     ndays = (end - start).days + 1
-    _echo(f"extracting {ndays} business day(s) {start}..{end} into {settings.lake_root()}")
+    _echo(f"{what} {ndays} business day(s) {start}..{end} into {settings.lake_root()}")
     t0 = time.perf_counter()
     with instance:
         result = job.execute_in_process(
@@ -200,14 +193,49 @@ def _run_extract(settings: Any, start: date, end: date, billing_url: str | None 
             mat = event.step_materialization_data.materialization
             if mat is None or mat.partition != start.isoformat():
                 continue
-            md = mat.metadata
-            by_day = md["rows_by_day"].value
-            rows = sum(by_day.values()) if isinstance(by_day, dict) else "?"
-            bad = md.get("quarantined_values")
-            note = f", {bad.value} quarantined value(s)" if bad is not None and bad.value else ""
-            click.echo(f"{mat.asset_key.to_user_string()}: {rows} rows over {ndays} day(s){note}")
+            click.echo(f"{mat.asset_key.to_user_string()}: {_summary(mat.metadata, ndays)}")
     _echo(f"done in {time.perf_counter() - t0:.1f}s")
     return bool(result.success)
+
+
+def _summary(md: Any, ndays: int) -> str:
+    """One line per asset from its metadata: rows, and whatever needs a person's attention."""
+    by_day = md.get("rows_by_day")
+    if by_day is not None and isinstance(by_day.value, dict):
+        rows: object = sum(by_day.value.values())
+    else:
+        count = md.get("dagster/row_count") or md.get("rows_in_run")
+        rows = count.value if count is not None else "?"
+    notes = []
+    for key, label in (
+        ("quarantined_values", "quarantined value(s)"),
+        ("files_loaded", "new file(s) loaded"),
+        ("files_quarantined", "file(s) quarantined"),
+        ("files_duplicate", "duplicate file(s) skipped"),
+        ("findings", "finding(s)"),
+        ("batches_not_tied_out", "batch(es) not tied out"),
+    ):
+        item = md.get(key)
+        if item is not None and item.value:
+            notes.append(f"{item.value} {label}")
+    return f"{rows} rows over {ndays} day(s)" + "".join(f", {n}" for n in notes)
+
+
+def _run_extract(settings: Any, start: date, end: date, billing_url: str | None = None) -> bool:
+    """Materialize the billing assets for [start, end] in one run; True when it succeeded."""
+    from tieout.connectors.billing import BillingDatabase
+
+    _check_range(settings, start, end)
+    if billing_url is not None:
+        settings = settings.model_copy(
+            update={"billing": settings.billing.model_copy(update={"url": billing_url})}
+        )
+    db = BillingDatabase(settings.billing_url(), settings.billing.schema_, settings.billing.tables)
+    try:
+        db.check()  # fail before launching a run, naming table, column and setting
+    finally:
+        db.dispose()
+    return _run_job(settings, "billing_extract", start, end, "extracting")
 
 
 @main.command()
@@ -247,6 +275,81 @@ def demo(ctx: click.Context, seed: int, customers: int) -> None:
         )
         end = DEMO_START + timedelta(days=DEMO_DAYS - 1)
         ok = _run_extract(settings, DEMO_START, end, billing_url=url)
+        sys.exit(0 if ok else 1)
+
+
+@main.group()
+def settlements() -> None:
+    """Gateway settlement reports: parse files, load them into the lake."""
+
+
+@settlements.command("parse")
+@click.option(
+    "--gateway",
+    required=True,
+    type=click.Choice(["stripe", "adyen", "paypal", "braintree"]),
+    help="Which gateway delivered the files.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the CSV here instead of standard output.",
+)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def settlements_parse(
+    ctx: click.Context, gateway: str, out: Path | None, files: tuple[Path, ...]
+) -> None:
+    """Print the canonical settlement lines of FILES as CSV (header first).
+
+    Every file is parsed whole before anything is written: a bad file stops the command with
+    exit code 2 and one line naming the file, the line and what is wrong.
+    """
+    with _exit_codes(ctx.obj["debug"]):
+        from tieout.connectors.settlements import parse_file
+        from tieout.connectors.settlements.base import SETTLEMENT_COLUMNS, SettlementFileError
+        from tieout.connectors.settlements.common import csv_text
+
+        rows: list[list[object]] = [list(SETTLEMENT_COLUMNS)]
+        for path in files:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise SettlementFileError(
+                    f"cannot read the file ({exc.strerror})", file=str(path)
+                ) from None
+            parsed = parse_file(gateway, data, str(path))
+            for line in parsed.lines:
+                rows.append([_csv_value(getattr(line, c)) for c in SETTLEMENT_COLUMNS])
+            for finding in parsed.findings:
+                _echo(f"warning: {path}: {finding.message}")
+            _echo(f"{path}: {parsed.format}, {len(parsed.lines)} line(s)")
+        text = csv_text(rows)
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            out.write_text(text, encoding="utf-8")
+
+
+def _csv_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+@settlements.command("load")
+@click.option("--start", type=DATE, required=True, help="First business day.")
+@click.option("--end", type=DATE, required=True, help="Last business day (inclusive).")
+@click.pass_context
+def settlements_load(ctx: click.Context, start: date, end: date) -> None:
+    """Read new settlement files, then rebuild business days START..END (inclusive)."""
+    with _exit_codes(ctx.obj["debug"]):
+        settings = _settings(ctx)
+        _check_range(settings, start, end)
+        ok = _run_job(settings, "settlements_load", start, end, "loading settlements for")
         sys.exit(0 if ok else 1)
 
 

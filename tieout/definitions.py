@@ -5,7 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from tieout.assets.billing import build_billing_assets
-from tieout.pipelines.jobs import billing_extract_job, nightly_extract_schedule
+from tieout.assets.settlements import settlement_assets
+from tieout.pipelines.jobs import (
+    billing_extract_job,
+    nightly_extract_schedule,
+    settlements_load_job,
+)
 from tieout.pipelines.partitions import daily_partitions
 from tieout.resources import build_resources
 from tieout.settings import Settings, load_settings
@@ -14,10 +19,11 @@ from tieout.settings import Settings, load_settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings)
     job = billing_extract_job()
+    settlements_job = settlements_load_job()
     return dg.Definitions(
-        assets=build_billing_assets(partitions),
-        jobs=[job],
-        schedules=[nightly_extract_schedule(job)],
+        assets=[*build_billing_assets(partitions), *settlement_assets(partitions)],
+        jobs=[job, settlements_job],
+        schedules=[nightly_extract_schedule(job), nightly_extract_schedule(settlements_job)],
         resources=build_resources(settings),
     )
 

@@ -10,6 +10,8 @@ from pydantic import Field
 
 from tieout.connectors.billing import BillingDatabase
 from tieout.connectors.lake import Lake
+from tieout.connectors.state import StateDatabase
+from tieout.connectors.storage import Storage
 from tieout.settings import (
     Settings,
     TableMapping,
@@ -48,16 +50,55 @@ class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return Lake(resolve_env(self.root, "lake.root"), endpoint or None)
 
 
+def _resolved(template: str | None, key_path: str) -> str | None:
+    return (resolve_env(template, key_path) or None) if template else None
+
+
+class SettlementSourceResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Where gateway settlement files arrive (`<path>/<gateway>/...`) and where bad ones go."""
+
+    path: str = Field(description="A folder or s3://bucket/prefix.")
+    quarantine: str = Field(description="A folder or s3://bucket/prefix for unreadable files.")
+    s3_endpoint_url: str | None = None
+
+    def open(self) -> tuple[Storage, Storage]:
+        endpoint = _resolved(self.s3_endpoint_url, "settlements.s3_endpoint_url")
+        return (
+            Storage(resolve_env(self.path, "settlements.path"), endpoint),
+            Storage(resolve_env(self.quarantine, "settlements.quarantine"), endpoint),
+        )
+
+
+class StateDatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """tieout's state database (the processed-file registry)."""
+
+    url: str = Field(description="SQLAlchemy URL; secret, resolved at run time.")
+    db_schema: str | None = Field(default="tieout", description="Postgres schema.")
+    base_dir: str = Field(default=".", description="Relative SQLite paths start here.")
+
+    def open(self) -> StateDatabase:
+        url = absolutize_sqlite_url(resolve_env(self.url, "state.url"), Path(self.base_dir))
+        return StateDatabase(url, self.db_schema)
+
+
 def _env_or_template(template: str) -> str:
     """A pure `${NAME}` becomes `dg.EnvVar` so Dagster itself keeps the value out of config."""
     name = pure_env_reference(template)
     return dg.EnvVar(name) if name else template
 
 
+def _location(settings: Settings, template: str) -> str:
+    """Local folders become absolute here; templates and s3:// stay for run time."""
+    if "://" not in template and "${" not in template:
+        return str((settings.base_dir / template).resolve())
+    return template
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
-    lake_root = settings.lake.root
-    if "://" not in lake_root and "${" not in lake_root:
-        lake_root = str((settings.base_dir / lake_root).resolve())
+    lake_root = _location(settings, settings.lake.root)
+    st = settings.settlements
+    source = _location(settings, st.path)
+    quarantine = _location(settings, st.quarantine) if st.quarantine else source + "/_quarantine"
     return {
         "billing_db": BillingDatabaseResource(
             url=_env_or_template(settings.billing.url),
@@ -72,5 +113,15 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:  
             s3_endpoint_url=_env_or_template(settings.lake.s3_endpoint_url)
             if settings.lake.s3_endpoint_url
             else None,
+        ),
+        "settlement_source": SettlementSourceResource(
+            path=source,
+            quarantine=quarantine,
+            s3_endpoint_url=_env_or_template(st.s3_endpoint_url) if st.s3_endpoint_url else None,
+        ),
+        "state_db": StateDatabaseResource(
+            url=_env_or_template(settings.state.url),
+            db_schema=settings.state.schema_,
+            base_dir=str(settings.base_dir),
         ),
     }

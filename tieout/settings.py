@@ -113,6 +113,18 @@ class TableMapping(_Model):
         return self
 
 
+def _no_literal_password(v: str, env_name: str) -> str:
+    # A reference without default stands for itself (\x00); a default is literal text.
+    shown = _ENV_REF.sub(lambda m: m.group(2) if m.group(2) is not None else "\x00", v)
+    m = re.search(r"://[^/@:]*:([^/@]+)@", shown)
+    if m and m.group(1).strip("\x00"):
+        raise ValueError(
+            "the URL contains a password; put it in the environment and write "
+            f'url = "${{{env_name}}}"'
+        )
+    return v
+
+
 def _check_timezone(v: str) -> str:
     try:
         ZoneInfo(v)
@@ -162,15 +174,7 @@ class BillingSettings(_Model):
     @field_validator("url")
     @classmethod
     def _url_not_literal_secret(cls, v: str) -> str:
-        # A reference without default stands for itself (\x00); a default is literal text.
-        shown = _ENV_REF.sub(lambda m: m.group(2) if m.group(2) is not None else "\x00", v)
-        m = re.search(r"://[^/@:]*:([^/@]+)@", shown)
-        if m and m.group(1).strip("\x00"):
-            raise ValueError(
-                "the URL contains a password; put it in the environment and write "
-                'url = "${BILLING_DATABASE_URL}"'
-            )
-        return v
+        return _no_literal_password(v, "BILLING_DATABASE_URL")
 
 
 class ReconciliationSettings(_Model):
@@ -193,10 +197,51 @@ class LakeSettings(_Model):
     )
 
 
+class SettlementsSettings(_Model):
+    """Where gateway settlement reports arrive: files under `<path>/<gateway>/...`."""
+
+    path: str = Field(
+        default="data/settlements",
+        description="A local folder (relative to this file) or s3://bucket/prefix; gateways are "
+        "its subfolders stripe/, adyen/, paypal/, braintree/.",
+    )
+    quarantine: str | None = Field(
+        default=None,
+        description="Where unreadable files are copied, each with a .error.json sidecar "
+        "(default: <path>/_quarantine). A folder or s3://bucket/prefix.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (MinIO, a local S3 server); may be ${ENV}.",
+    )
+
+
+class StateSettings(_Model):
+    """tieout's own bookkeeping (the processed-file registry): SQLite locally, Postgres in
+    production."""
+
+    url: str = Field(
+        default="${TIEOUT_STATE_URL:-sqlite:///data/state.db}",
+        description="SQLAlchemy URL of the state database; use ${ENV} for anything secret.",
+    )
+    schema_: Identifier | None = Field(
+        default="tieout", alias="schema", description="Postgres schema; ignored by SQLite."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("url")
+    @classmethod
+    def _url_not_literal_secret(cls, v: str) -> str:
+        return _no_literal_password(v, "TIEOUT_STATE_URL")
+
+
 class Settings(_Model):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
+    settlements: SettlementsSettings = Field(default_factory=SettlementsSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     #: Directory relative paths (SQLite files, the local lake) are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -214,6 +259,31 @@ class Settings(_Model):
         if self.lake.s3_endpoint_url is None:
             return None
         return resolve_env(self.lake.s3_endpoint_url, "lake.s3_endpoint_url") or None
+
+    def location(self, template: str, key_path: str) -> str:
+        """A folder setting resolved: s3:// stays as it is, local paths become absolute."""
+        value = resolve_env(template, key_path)
+        if "://" in value:
+            return value.rstrip("/")
+        return str((self.base_dir / value).resolve())
+
+    def settlements_path(self) -> str:
+        return self.location(self.settlements.path, "settlements.path")
+
+    def settlements_quarantine(self) -> str:
+        if self.settlements.quarantine is None:
+            return self.settlements_path() + "/_quarantine"
+        return self.location(self.settlements.quarantine, "settlements.quarantine")
+
+    def settlements_endpoint(self) -> str | None:
+        if self.settlements.s3_endpoint_url is None:
+            return None
+        value = resolve_env(self.settlements.s3_endpoint_url, "settlements.s3_endpoint_url")
+        return value or None
+
+    def state_url(self) -> str:
+        """The resolved state database URL (may hold a secret: never log it)."""
+        return absolutize_sqlite_url(resolve_env(self.state.url, "state.url"), self.base_dir)
 
 
 def absolutize_sqlite_url(url: str, base_dir: Path) -> str:
@@ -281,6 +351,8 @@ def config_reference() -> str:
         ("billing.tables.<table>", TableMapping),
         ("reconciliation", ReconciliationSettings),
         ("lake", LakeSettings),
+        ("settlements", SettlementsSettings),
+        ("state", StateSettings),
     ]
     out = ["<!-- generated by `tieout config-reference`; do not edit by hand -->", ""]
     for name, model in sections:

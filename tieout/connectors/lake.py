@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tieout.connectors.storage import s3_client
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -43,9 +45,7 @@ class Lake:
 
     def _client(self) -> S3Client:
         if self._s3 is None:
-            import boto3
-
-            self._s3 = boto3.client("s3", endpoint_url=self.s3_endpoint_url)
+            self._s3 = s3_client(self.s3_endpoint_url)
         return self._s3
 
     @staticmethod
@@ -55,7 +55,16 @@ class Lake:
 
     def write(self, dataset: Sequence[str], partition: str, table: pa.Table, zone: str = "") -> str:
         """Replace the partition with `table`; returns where it went."""
-        uri = self.uri(dataset, partition, zone)
+        return self._write_uri(self.uri(dataset, partition, zone), table)
+
+    def put_table(self, key: str, table: pa.Table) -> str:
+        """Write `table` whole at `key` (relative to the root), outside the partition layout."""
+        return self._write_uri(f"{self.root}/{key}", table)
+
+    def get_table(self, key: str) -> pa.Table:
+        return self._read_uri(f"{self.root}/{key}")
+
+    def _write_uri(self, uri: str, table: pa.Table) -> str:
         if self.is_s3:
             buf = io.BytesIO()
             pq.write_table(table, buf, **_write_options())
@@ -91,7 +100,9 @@ class Lake:
         return any(o.get("Key") == key for o in resp.get("Contents", []))
 
     def read(self, dataset: Sequence[str], partition: str, zone: str = "") -> pa.Table:
-        uri = self.uri(dataset, partition, zone)
+        return self._read_uri(self.uri(dataset, partition, zone))
+
+    def _read_uri(self, uri: str) -> pa.Table:
         if self.is_s3:
             bucket, key = self._split(uri)
             body = self._client().get_object(Bucket=bucket, Key=key)["Body"].read()
