@@ -24,6 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEMO_START: Final = date(2026, 10, 1)
 DEMO_DAYS: Final = 30
 DEMO_BILLING_FILE: Final = "data/demo/billing.db"
+DEMO_SETTLEMENTS_DIR: Final = "data/demo/settlements"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -118,6 +119,14 @@ def _settings(ctx: click.Context) -> Any:
 @click.option("--days", type=click.IntRange(1, 3660), default=DEMO_DAYS, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--customers", type=click.IntRange(1, 10_000_000), default=200, show_default=True)
+@click.option(
+    "--settlements",
+    "settlements_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write the matching gateway settlement files (each gateway's real format, with "
+    "injected discrepancies) under DIR/<gateway>/, and DIR/answer_key.csv.",
+)
 @click.pass_context
 def demo_data(
     ctx: click.Context,
@@ -127,22 +136,34 @@ def demo_data(
     days: int,
     seed: int,
     customers: int,
+    settlements_dir: Path | None,
 ) -> None:
     """Write a deterministic demo billing data set (replaces an earlier demo's rows)."""
     with _exit_codes(ctx.obj["debug"]):
         from tieout.connectors.billing import redact_url
-        from tieout.demo import DemoConfig, write_demo_data
+        from tieout.demo import DemoConfig, generate, write_demo_data
         from tieout.settings import resolve_env
 
         url = resolve_env(billing_url, "--billing-url")
         _echo(f"writing demo data to {redact_url(url)} ({days} days from {start}, seed {seed})")
+        config = DemoConfig(start=start, days=days, seed=seed, customers=customers)
+        data = generate(config)
         counts = write_demo_data(
-            url,
-            DemoConfig(start=start, days=days, seed=seed, customers=customers),
-            schema=db_schema,
-            progress=lambda m: _echo(f"  {m}"),
+            url, config, schema=db_schema, progress=lambda m: _echo(f"  {m}"), data=data
         )
         click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+        if settlements_dir is not None:
+            click.echo(_write_demo_settlements(data, settlements_dir))
+
+
+def _write_demo_settlements(data: Any, directory: Path) -> str:
+    from tieout.demo_settlements import generate_settlements, write_settlements
+
+    _echo(f"writing demo settlement files to {directory}")
+    demo = generate_settlements(data)
+    counts = write_settlements(demo, directory)
+    files = " ".join(f"{k}_files={v}" for k, v in counts.items())
+    return f"{files} settlement_lines={len(demo.all_lines())} discrepancies={len(demo.answer_key)}"
 
 
 def _check_range(settings: Any, start: date, end: date) -> None:
@@ -254,27 +275,42 @@ def extract(ctx: click.Context, start: date, end: date) -> None:
 @click.option("--customers", type=click.IntRange(1, 100_000), default=200, show_default=True)
 @click.pass_context
 def demo(ctx: click.Context, seed: int, customers: int) -> None:
-    """The main job on embedded defaults: demo data into a local SQLite file, then extraction.
+    """The main job on embedded defaults: demo billing data and gateway settlement files, then
+    extraction and settlement loading over the demo's 30 business days.
 
-    The demo never touches the billing database of your settings: it writes its own SQLite file
-    (data/demo/billing.db next to the settings file) and extracts from it.
+    The demo never touches the billing database, settlement folder or state database of your
+    settings: it writes its own SQLite files and settlement files under data/demo/ (next to the
+    settings file) and reads from there; only the lake is the one your settings name.
     """
     with _exit_codes(ctx.obj["debug"]):
-        from tieout.demo import DemoConfig, write_demo_data
+        from tieout.demo import DemoConfig, generate, write_demo_data
 
         settings = _settings(ctx)
         db_file = (settings.base_dir / DEMO_BILLING_FILE).resolve()
         db_file.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{db_file}"
         _echo(f"writing demo billing data to {db_file}")
-        write_demo_data(
-            url,
-            DemoConfig(start=DEMO_START, days=DEMO_DAYS, seed=seed, customers=customers),
-            schema=None,
-            progress=lambda m: _echo(f"  {m}"),
-        )
+        config = DemoConfig(start=DEMO_START, days=DEMO_DAYS, seed=seed, customers=customers)
+        data = generate(config)
+        write_demo_data(url, config, schema=None, progress=lambda m: _echo(f"  {m}"), data=data)
+        settlements_dir = (settings.base_dir / DEMO_SETTLEMENTS_DIR).resolve()
+        click.echo(_write_demo_settlements(data, settlements_dir))
         end = DEMO_START + timedelta(days=DEMO_DAYS - 1)
         ok = _run_extract(settings, DEMO_START, end, billing_url=url)
+        # A fresh registry each time, so a demo with another seed never mixes with the last one.
+        state_file = db_file.parent / "state.db"
+        state_file.unlink(missing_ok=True)
+        demo_settings = settings.model_copy(
+            update={
+                "settlements": settings.settlements.model_copy(
+                    update={"path": str(settlements_dir), "quarantine": None}
+                ),
+                "state": settings.state.model_copy(update={"url": f"sqlite:///{state_file}"}),
+            }
+        )
+        ok = ok and _run_job(
+            demo_settings, "settlements_load", DEMO_START, end, "loading settlements for"
+        )
         sys.exit(0 if ok else 1)
 
 

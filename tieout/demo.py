@@ -231,13 +231,16 @@ def write_demo_data(
     config: DemoConfig,
     schema: str | None = "billing",
     progress: Callable[[str], None] | None = None,
+    data: DemoData | None = None,
 ) -> dict[str, int]:
     """Load the demo into the database at `url`, replacing the rows of any earlier demo.
 
     Replacing (delete everything, then insert, in one transaction) keeps reruns idempotent and
-    never leaves a half-written demo behind. Returns row counts per table.
+    never leaves a half-written demo behind. Returns row counts per table. `data`, when given,
+    must be `generate(config)` (callers that also need the rows pass them to save a rebuild).
     """
-    data = generate(config)
+    if data is None:
+        data = generate(config)
     engine = sa.create_engine(url)
     try:
         if engine.dialect.name == "sqlite":

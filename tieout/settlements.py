@@ -311,6 +311,8 @@ def build_lines_partition(
     findings: list[dict[str, Any]] = []
     seen: set[str] = set()
     for r in records:
+        if r.last_day != day:
+            continue  # a file's findings are reported once, on the last day it covers
         for f in r.findings:
             key = json.dumps(f, sort_keys=True)
             if key not in seen:
