@@ -37,8 +37,12 @@ def test_module_level_definitions_load() -> None:
     from tieout import definitions
 
     keys = {k.to_user_string() for k in definitions.defs.resolve_all_asset_keys()}
-    assert keys == {f"billing/{name}" for name in DATASETS}
+    assert keys == {f"billing/{name}" for name in DATASETS} | {
+        "settlements/lines",
+        "settlements/payouts",
+    }
     assert definitions.defs.resolve_job_def("billing_extract") is not None
+    assert definitions.defs.resolve_job_def("settlements_load") is not None
 
 
 def test_asset_specs_snapshot(tmp_path: Path) -> None:
@@ -57,7 +61,12 @@ def test_asset_specs_snapshot(tmp_path: Path) -> None:
             sorted(node.kinds),
         )
     expected = ("billing", "Europe/Berlin", "2026-03-01", ["parquet", "sql"])
-    assert snapshot == {f"billing/{n}": expected for n in sorted(DATASETS)}
+    assert snapshot == {f"billing/{n}": expected for n in sorted(DATASETS)} | {
+        "settlements/lines": ("settlements", "Europe/Berlin", "2026-03-01", ["csv", "parquet"]),
+        "settlements/payouts": ("settlements", "Europe/Berlin", "2026-03-01", ["parquet"]),
+    }
+    deps = graph.get(dg.AssetKey(["settlements", "payouts"])).parent_keys
+    assert deps == {dg.AssetKey(["settlements", "lines"])}
 
 
 def _materialize_one_day(settings: Settings) -> dg.ExecuteInProcessResult:
