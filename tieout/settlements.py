@@ -164,6 +164,8 @@ def scan_settlements(
 ) -> ScanOutcome:
     """Register and stage every new settlement file under `source`; see the module docstring."""
     outcome = ScanOutcome()
+    unchanged = state.unchanged()
+    records = {r.sha256: r for r in state.records()}
     for stored in source.list():
         gateway, why_not = _gateway_of(stored.key)
         uri = source.uri(stored.key)
@@ -171,9 +173,14 @@ def scan_settlements(
             if why_not is not None:
                 outcome.files.append(FileOutcome(uri, None, "ignored", reason=why_not))
             continue
+        seen = unchanged.get((uri, stored.size, stored.stamp)) if stored.stamp else None
+        if seen is not None and seen in records:  # same path, size and stamp: not read again
+            r = records[seen]
+            outcome.files.append(FileOutcome(uri, gateway, "known", seen, r.lines, r.format))
+            continue
         data = source.read(stored.key)
         sha = content_hash(data)
-        new_sighting = state.sight(sha, uri)
+        new_sighting = state.sight(sha, uri, stored.size, stored.stamp)
         known = state.get(sha)
         if known is not None:
             status = "known" if known.path == uri or not new_sighting else "duplicate"
@@ -256,8 +263,20 @@ def _dedupe(table: pa.Table) -> tuple[pa.Table, int]:
     return table.take(idx), table.num_rows - len(idx)
 
 
-def _staged_lines(lake: Lake, records: Sequence[FileRecord]) -> pa.Table:
-    tables = [lake.get_table(r.staged) for r in records if r.staged and r.lines]
+#: Staged tables by lake key, shared by the days of one run so each file is read once.
+StagedCache = dict[str, pa.Table]
+
+
+def _staged_lines(
+    lake: Lake, records: Sequence[FileRecord], cache: StagedCache | None = None
+) -> pa.Table:
+    cache = {} if cache is None else cache
+    tables = []
+    for r in records:
+        if r.staged and r.lines:
+            if r.staged not in cache:
+                cache[r.staged] = lake.get_table(r.staged)
+            tables.append(cache[r.staged])
     if not tables:
         return SETTLEMENT_LINE_SCHEMA.empty_table()
     return pa.concat_tables([t.cast(SETTLEMENT_LINE_SCHEMA) for t in tables])
@@ -297,11 +316,11 @@ def _totals(table: pa.Table) -> dict[str, dict[str, dict[str, int]]]:
 
 
 def build_lines_partition(
-    state: StateDatabase, lake: Lake, day: date, timezone: str
+    state: StateDatabase, lake: Lake, day: date, timezone: str, cache: StagedCache | None = None
 ) -> LinesOutcome:
     """Replace the day's partition of canonical settlement lines; see the module docstring."""
     records = state.records(status=LOADED, day=day)
-    all_lines = _staged_lines(lake, records)
+    all_lines = _staged_lines(lake, records, cache)
     on_day = all_lines.filter(
         pc.equal(local_days(all_lines.column("occurred_at"), timezone), pa.scalar(day, pa.date32()))
     )
@@ -405,7 +424,7 @@ def batch_totals(lines: pa.Table, timezone: str) -> pa.Table:
 
 
 def build_payouts_partition(
-    state: StateDatabase, lake: Lake, day: date, timezone: str
+    state: StateDatabase, lake: Lake, day: date, timezone: str, cache: StagedCache | None = None
 ) -> PayoutsOutcome:
     """Replace the day's partition of batch totals (batches whose payout falls on `day`)."""
     since = day - timedelta(days=PAYOUT_LOOKBACK_DAYS)
@@ -417,7 +436,7 @@ def build_payouts_partition(
         and r.first_day <= day
         and r.last_day >= since
     ]
-    lines, _ = _dedupe(_staged_lines(lake, records))
+    lines, _ = _dedupe(_staged_lines(lake, records, cache))
     totals = batch_totals(lines, timezone)
     today = totals.filter(pc.equal(totals.column("payout_day"), pa.scalar(day, pa.date32())))
     uri = lake.write(PAYOUTS, day.isoformat(), today)

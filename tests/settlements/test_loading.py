@@ -329,3 +329,30 @@ def test_assets_materialize_one_day(tmp_path: Path, demo: SettlementDemo) -> Non
     part = tmp_path / "lake" / "settlements" / "lines" / f"date={day}" / "part-0.parquet"
     assert pq.read_table(part).num_rows == expected
     assert (tmp_path / "lake" / "settlements" / "payouts" / f"date={day}").is_dir()
+
+
+def test_rescan_reads_only_new_or_changed_files(
+    env: Env, demo: SettlementDemo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.scan()
+    reads: list[str] = []
+    original = Storage.read
+
+    def counting_read(self: Storage, key: str) -> bytes:
+        reads.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(Storage, "read", counting_read)
+    assert env.scan().count("known") == len(demo.files)
+    assert reads == []
+    # The gateway re-issues one report in place: same lines, new bytes (CRLF line ends).
+    name = next(n for n in demo.files if n.startswith("paypal/"))
+    (env.folder / name).write_bytes(demo.files[name].replace(b"\n", b"\r\n"))
+    scan = env.scan()
+    assert reads == [name]
+    assert [Path(f.path).name for f in scan.files if f.status == "loaded"] == [Path(name).name]
+    day = demo.lines[name][0].occurred_at.date()
+    outcome = build_lines_partition(env.state, env.lake, day, TZ)
+    keys = [(r["gateway"], r["line_id"]) for r in env.partition_rows(day)]
+    assert len(keys) == len(set(keys))  # the re-issue's lines are not counted twice
+    assert outcome.duplicates_dropped >= len(demo.lines[name]) - 1

@@ -18,6 +18,7 @@ from tieout.settlements import (
     PAYOUT_SCHEMA,
     LinesOutcome,
     ScanOutcome,
+    StagedCache,
     build_lines_partition,
     build_payouts_partition,
     scan_settlements,
@@ -88,8 +89,9 @@ def build_settlement_assets(
             scan = scan_settlements(
                 source, quarantine, state, the_lake, timezone, progress=context.log.info
             )
+            cache: StagedCache = {}
             outcomes = [
-                build_lines_partition(state, the_lake, date.fromisoformat(k), timezone)
+                build_lines_partition(state, the_lake, date.fromisoformat(k), timezone, cache)
                 for k in context.partition_keys
             ]
         finally:
@@ -136,8 +138,9 @@ def build_settlement_assets(
         state = state_db.open()
         the_lake = lake.open()
         try:
+            cache: StagedCache = {}
             outcomes = [
-                build_payouts_partition(state, the_lake, date.fromisoformat(k), timezone)
+                build_payouts_partition(state, the_lake, date.fromisoformat(k), timezone, cache)
                 for k in context.partition_keys
             ]
         finally:

@@ -55,6 +55,8 @@ def _metadata(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("sha256", sa.String(64), primary_key=True),
         sa.Column("path", sa.Text, primary_key=True),
         sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("size", sa.BigInteger),  # with `stamp`: lets a rescan skip unchanged files
+        sa.Column("stamp", sa.Text),
     )
     return md, files, sightings
 
@@ -115,19 +117,41 @@ class StateDatabase:
             row = conn.execute(sa.select(self.files).where(self.files.c.sha256 == sha256)).first()
         return None if row is None else _record(row._mapping)
 
-    def sight(self, sha256: str, path: str) -> bool:
+    def sight(self, sha256: str, path: str, size: int | None = None, stamp: str = "") -> bool:
         """Record that `sha256` was seen at `path`; False when that sighting was known."""
         self.ensure()
+        c = self.sightings.c
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     self.sightings.insert().values(
-                        sha256=sha256, path=path, first_seen_at=datetime.now(UTC)
+                        sha256=sha256,
+                        path=path,
+                        first_seen_at=datetime.now(UTC),
+                        size=size,
+                        stamp=stamp or None,
                     )
                 )
         except IntegrityError:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    self.sightings.update()
+                    .where(c.sha256 == sha256, c.path == path)
+                    .values(size=size, stamp=stamp or None)
+                )
             return False
         return True
+
+    def unchanged(self) -> dict[tuple[str, int, str], str]:
+        """(path, size, stamp) -> sha256 of every sighting with a stamp: what a rescan may
+        trust without reading the file again."""
+        self.ensure()
+        c = self.sightings.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(c.path, c.size, c.stamp, c.sha256).where(c.stamp.is_not(None))
+            )
+            return {(r.path, r.size, r.stamp): r.sha256 for r in rows}
 
     def paths(self, sha256: str) -> list[str]:
         self.ensure()

@@ -35,6 +35,7 @@ def s3_client(endpoint_url: str | None) -> S3Client:
 class StoredFile:
     key: str  # relative to the storage root, '/'-separated
     size: int
+    stamp: str = ""  # changes when the content may have: S3 ETag, local mtime in ns
 
 
 class Storage:
@@ -80,7 +81,8 @@ class Storage:
                     for obj in page.get("Contents", []):
                         key = obj.get("Key", "")
                         if key and not key.endswith("/"):
-                            out.append(StoredFile(key[len(prefix) :], int(obj.get("Size", 0))))
+                            size, etag = int(obj.get("Size", 0)), str(obj.get("ETag", ""))
+                            out.append(StoredFile(key[len(prefix) :], size, etag))
             except Exception as exc:
                 raise _s3_error(exc, self.uri(under)) from None
         else:
@@ -93,9 +95,9 @@ class Storage:
                 for name in filenames:
                     path = Path(dirpath) / name
                     if path.is_file():
-                        out.append(
-                            StoredFile(path.relative_to(base).as_posix(), path.stat().st_size)
-                        )
+                        st = path.stat()
+                        key = path.relative_to(base).as_posix()
+                        out.append(StoredFile(key, st.st_size, str(st.st_mtime_ns)))
         return sorted(out, key=lambda f: f.key)
 
     def read(self, key: str) -> bytes:
