@@ -299,14 +299,14 @@ class _Settler:
         ]
 
     def inject(self) -> None:
-        used: set[str] = set()
+        used: set[str | None] = set()  # payment ids: one discrepancy per payment
 
         def pick(gateway: str, what: str) -> _Draft | None:
-            pool = [d for d in self._candidates(gateway) if d.key not in used]
+            pool = [d for d in self._candidates(gateway) if d.payment_id not in used]
             if not pool:
                 return None
             d = self.rng("discrepancy", what, gateway).choice(pool)
-            used.add(d.key)
+            used.add(d.payment_id)
             return d
 
         for gateway in ("stripe", "paypal"):
@@ -320,7 +320,11 @@ class _Settler:
         for gateway in ("stripe", "paypal"):
             d = pick(gateway, "duplicate_settlement")
             if d is not None:
-                twin = replace(d, key=self.key(), occurred_at=d.occurred_at + timedelta(hours=3))
+                # Same day, so a PayPal twin lands in the same STL file: two identical rows there
+                # are two movements, whereas across files the same transaction id is one.
+                last_second = datetime.combine(d.occurred_at.date(), time(23, 59, 59), UTC)
+                at = min(d.occurred_at + timedelta(hours=3), last_second)
+                twin = replace(d, key=self.key(), occurred_at=at)
                 self.drafts.append(twin)
                 self.answers.append(
                     ("duplicate_settlement", gateway, d.payment_id, twin.key, None,
