@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 import pyarrow as pa
@@ -39,6 +39,7 @@ from tieout.connectors.settlements import (
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA, lines_to_arrow
 from tieout.connectors.state import LOADED, QUARANTINED, FileRecord, StateDatabase
 from tieout.connectors.storage import Storage
+from tieout.errors import ConfigError
 
 SETTLEMENT_LINES: Final = ("settlements", "lines")
 PAYOUTS: Final = ("settlements", "payouts")
@@ -81,6 +82,7 @@ class FileOutcome:
 @dataclass
 class ScanOutcome:
     files: list[FileOutcome] = field(default_factory=list)
+    missing_source: bool = False  # the local settlement folder does not exist
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -164,6 +166,11 @@ def scan_settlements(
 ) -> ScanOutcome:
     """Register and stage every new settlement file under `source`; see the module docstring."""
     outcome = ScanOutcome()
+    if not source.is_s3 and not Path(source.root).is_dir():
+        outcome.missing_source = True
+        if progress:
+            progress(f"no settlement folder at {source.root} (settlements.path): no files read")
+        return outcome
     unchanged = state.unchanged()
     records = {r.sha256: r for r in state.records()}
     for stored in source.list():
@@ -275,7 +282,16 @@ def _staged_lines(
     for r in records:
         if r.staged and r.lines:
             if r.staged not in cache:
-                cache[r.staged] = lake.get_table(r.staged)
+                try:
+                    cache[r.staged] = lake.get_table(r.staged)
+                except Exception as exc:
+                    raise ConfigError(
+                        f"the staged lines of {r.path} are missing from the lake "
+                        f"({lake.root}/{r.staged}: {type(exc).__name__}); the lake was moved or "
+                        "wiped without the state database: point lake.root back, or delete the "
+                        "state database's settlement_files and settlement_file_sightings tables "
+                        "so every file is read again"
+                    ) from None
             tables.append(cache[r.staged])
     if not tables:
         return SETTLEMENT_LINE_SCHEMA.empty_table()

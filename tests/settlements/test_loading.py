@@ -356,3 +356,28 @@ def test_rescan_reads_only_new_or_changed_files(
     keys = [(r["gateway"], r["line_id"]) for r in env.partition_rows(day)]
     assert len(keys) == len(set(keys))  # the re-issue's lines are not counted twice
     assert outcome.duplicates_dropped >= len(demo.lines[name]) - 1
+
+
+def test_a_missing_settlement_folder_is_reported_not_an_empty_success(tmp_path: Path) -> None:
+    state = StateDatabase(f"sqlite:///{tmp_path / 'state.db'}")
+    scan = scan_settlements(
+        Storage(str(tmp_path / "no-such-folder")),
+        Storage(str(tmp_path / "q")),
+        state,
+        Lake(str(tmp_path / "lake")),
+        TZ,
+    )
+    assert scan.missing_source
+    assert scan.files == []
+
+
+def test_a_wiped_lake_gives_an_error_naming_the_file_and_the_fix(
+    env: Env, demo: SettlementDemo
+) -> None:
+    from tieout.errors import ConfigError
+
+    env.scan()
+    shutil.rmtree(Path(env.lake.root) / "settlements" / "_files")
+    day = env.days(demo)[0]
+    with pytest.raises(ConfigError, match=r"missing from the lake.*delete the state database"):
+        build_lines_partition(env.state, env.lake, day, TZ)

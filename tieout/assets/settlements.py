@@ -96,6 +96,11 @@ def build_settlement_assets(
             ]
         finally:
             state.dispose()
+        if scan.missing_source:
+            context.log.warning(
+                f"the settlement folder {source.root} does not exist: check settlements.path "
+                "in dagster_project.toml; the partitions were built from files read earlier"
+            )
         if scan.count("quarantined"):
             context.log.warning(
                 f"{scan.count('quarantined')} settlement file(s) quarantined to "
