@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -311,3 +311,49 @@ def test_settlements_group_help_lists_its_commands() -> None:
     assert result.exit_code == 0
     assert "parse" in result.output
     assert "load" in result.output
+
+
+# -- load, files, forget --------------------------------------------------------------------------
+
+
+def test_load_then_list_quarantine_and_forget(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.toml"
+    settings.write_text(
+        "[billing]\n"
+        'url = "sqlite:///billing.db"\n'
+        "partitions_start = 2026-02-01\n"
+        '[lake]\nroot = "lake"\n'
+        '[settlements]\npath = "settle"\n'
+        '[state]\nurl = "sqlite:///state.db"\n',
+        encoding="utf-8",
+    )
+    assert invoke(*DEMO_ARGS).exit_code == 0
+    files = sorted(p for p in (tmp_path / "settle").rglob("*") if p.is_file())
+    gateway_files = [p for p in files if p.name != "answer_key.csv"]
+    bad = tmp_path / "settle" / "paypal" / "STL-cut.CSV"
+    bad.write_text('"RH",2026/03/02 02:00:00 +0000,"A","X",009\n', encoding="utf-8")
+    end = (START + timedelta(days=9)).isoformat()
+    cfg = ("--settings", str(settings))
+    result = invoke(*cfg, "settlements", "load", "--start", START.isoformat(), "--end", end)
+    assert result.exit_code == 0, result.output
+    assert f"{len(gateway_files)} new file(s) loaded" in result.stdout
+    assert "1 file(s) quarantined" in result.stdout
+    assert (tmp_path / "lake" / "settlements" / "lines" / f"date={START}").is_dir()
+    listed = list(csv.DictReader(io.StringIO(invoke(*cfg, "settlements", "files").stdout)))
+    assert len(listed) == len(gateway_files) + 1
+    (q,) = invoke(*cfg, "settlements", "files", "--status", "quarantined").stdout.splitlines()[1:]
+    assert "STL-cut.CSV" in q
+    assert "truncated" in q or "line" in q
+    sha = q.split(",")[0]
+    # Loading again reads nothing new; forgetting the bad file makes the next load re-read it.
+    again = invoke(*cfg, "settlements", "load", "--start", START.isoformat(), "--end", end)
+    assert "new file(s) loaded" not in again.stdout
+    forgot = invoke(*cfg, "settlements", "forget", sha)
+    assert forgot.exit_code == 0
+    assert "STL-cut.CSV" in forgot.stdout
+    bad.unlink()
+    after = invoke(*cfg, "settlements", "files", "--status", "quarantined").stdout.splitlines()
+    assert after == [after[0]]
+    unknown = invoke(*cfg, "settlements", "forget", "ffffffffffff")
+    assert unknown.exit_code == 2
+    assert "no file registered" in unknown.stderr

@@ -389,6 +389,65 @@ def settlements_load(ctx: click.Context, start: date, end: date) -> None:
         sys.exit(0 if ok else 1)
 
 
+def _state(ctx: click.Context) -> Any:
+    from tieout.connectors.state import StateDatabase
+
+    settings = _settings(ctx)
+    return StateDatabase(settings.state_url(), settings.state.schema_)
+
+
+@settlements.command("files")
+@click.option(
+    "--status",
+    type=click.Choice(["loaded", "quarantined"]),
+    default=None,
+    help="Only files with this status.",
+)
+@click.pass_context
+def settlements_files(ctx: click.Context, status: str | None) -> None:
+    """List the settlement files tieout has read (from the state database), oldest first."""
+    with _exit_codes(ctx.obj["debug"]):
+        state = _state(ctx)
+        try:
+            records = state.records(status=status)
+        finally:
+            state.dispose()
+        from tieout.connectors.settlements.common import csv_text
+
+        columns = ("sha256", "gateway", "status", "format", "lines", "first_day", "last_day")
+        rows: list[list[object]] = [[*columns, "path", "error"]]
+        for r in records:
+            rows.append([getattr(r, c) for c in columns] + [r.path, r.error])
+            rows[-1][0] = r.sha256[:12]
+        click.echo(csv_text(rows), nl=False)
+        _echo(f"{len(records)} file(s)")
+
+
+@settlements.command("forget")
+@click.argument("sha256_prefix")
+@click.pass_context
+def settlements_forget(ctx: click.Context, sha256_prefix: str) -> None:
+    """Forget one file (by its sha256 or a unique prefix of it) so the next load reads it again.
+
+    For a file quarantined by an older tieout that can now read it. Its lines stay out of the
+    partitions until the next `settlements load` of their days.
+    """
+    with _exit_codes(ctx.obj["debug"]):
+        state = _state(ctx)
+        try:
+            matches = [r for r in state.records() if r.sha256.startswith(sha256_prefix.lower())]
+            if len(matches) != 1:
+                found = "no file" if not matches else f"{len(matches)} files"
+                raise ConfigError(
+                    f"{found} registered with a sha256 starting {sha256_prefix!r}; see "
+                    "`tieout settlements files`"
+                )
+            state.forget(matches[0].sha256)
+        finally:
+            state.dispose()
+        click.echo(f"forgot {matches[0].path} ({matches[0].status})")
+
+
 @main.command("schema")
 @click.option(
     "--dialect",

@@ -314,9 +314,15 @@ class _Settler:
             if d is not None:
                 self.drafts.remove(d)
                 self.answers.append(
-                    ("missing_at_gateway", gateway, d.payment_id, None, None,
-                     "the gateway never settled this succeeded billing payment")
-                )  # fmt: skip
+                    (
+                        "missing_at_gateway",
+                        gateway,
+                        d.payment_id,
+                        None,
+                        None,
+                        "the gateway never settled this succeeded billing payment",
+                    )
+                )
         for gateway in ("stripe", "paypal"):
             d = pick(gateway, "duplicate_settlement")
             if d is not None:
@@ -327,9 +333,15 @@ class _Settler:
                 twin = replace(d, key=self.key(), occurred_at=at)
                 self.drafts.append(twin)
                 self.answers.append(
-                    ("duplicate_settlement", gateway, d.payment_id, twin.key, None,
-                     "the gateway settled this payment a second time")
-                )  # fmt: skip
+                    (
+                        "duplicate_settlement",
+                        gateway,
+                        d.payment_id,
+                        twin.key,
+                        None,
+                        "the gateway settled this payment a second time",
+                    )
+                )
         for gateway in ("adyen", "braintree"):
             d = pick(gateway, "amount_mismatch")
             if d is not None:
@@ -340,18 +352,30 @@ class _Settler:
                 if d.presentment_amount is not None:
                     d.presentment_currency = d.presentment_amount = d.exchange_rate = None
                 self.answers.append(
-                    ("amount_mismatch", gateway, d.payment_id, d.key, None,
-                     f"settled gross {d.gross} {d.currency} instead of {before}")
-                )  # fmt: skip
+                    (
+                        "amount_mismatch",
+                        gateway,
+                        d.payment_id,
+                        d.key,
+                        None,
+                        f"settled gross {d.gross} {d.currency} instead of {before}",
+                    )
+                )
         for gateway in ("stripe", "braintree"):
             d = pick(gateway, "fee_mismatch")
             if d is not None:
                 schedule = d.fee
                 d.fee = schedule + 37
                 self.answers.append(
-                    ("fee_mismatch", gateway, d.payment_id, d.key, None,
-                     f"fee {d.fee} {d.currency} instead of {schedule} by the schedule")
-                )  # fmt: skip
+                    (
+                        "fee_mismatch",
+                        gateway,
+                        d.payment_id,
+                        d.key,
+                        None,
+                        f"fee {d.fee} {d.currency} instead of {schedule} by the schedule",
+                    )
+                )
         for gateway in ("stripe", "adyen"):
             d = pick(gateway, "unrecorded_chargeback")
             if d is not None:
@@ -366,16 +390,23 @@ class _Settler:
                     available_on=at.date() + timedelta(days=2) if d.available_on else None,
                     gross=-d.gross,
                     fee=_DISPUTE_FEE[d.currency],
-                    presentment_amount=None if d.presentment_amount is None
+                    presentment_amount=None
+                    if d.presentment_amount is None
                     else -d.presentment_amount,
                     payment_id=None,
-                )  # fmt: skip
+                )
                 cb.day = at.date() + timedelta(days=1)
                 self.drafts.append(cb)
                 self.answers.append(
-                    ("unrecorded_chargeback", gateway, d.payment_id, cb.key, None,
-                     "a chargeback of this payment that billing never recorded")
-                )  # fmt: skip
+                    (
+                        "unrecorded_chargeback",
+                        gateway,
+                        d.payment_id,
+                        cb.key,
+                        None,
+                        "a chargeback of this payment that billing never recorded",
+                    )
+                )
         for gateway in ("adyen", "braintree"):
             rng = self.rng("missing_in_billing", gateway)
             at = datetime.combine(self.start, time(), UTC) + timedelta(
@@ -403,9 +434,15 @@ class _Settler:
             d.day = at.date() + timedelta(days=1)
             self.drafts.append(d)
             self.answers.append(
-                ("missing_in_billing", gateway, None, d.key, None,
-                 "the gateway settled a payment billing does not have")
-            )  # fmt: skip
+                (
+                    "missing_in_billing",
+                    gateway,
+                    None,
+                    d.key,
+                    None,
+                    "the gateway settled a payment billing does not have",
+                )
+            )
 
     # -- batching and files ----------------------------------------------------------------------
 
@@ -435,9 +472,15 @@ class _Settler:
                     payout.gross -= 500
                     mismatch_done = True
                     self.answers.append(
-                        ("payout_mismatch", "stripe", None, payout.key, po,
-                         f"payout {-payout.gross} {cur} but its lines net to {net}")
-                    )  # fmt: skip
+                        (
+                            "payout_mismatch",
+                            "stripe",
+                            None,
+                            payout.key,
+                            po,
+                            f"payout {-payout.gross} {cur} but its lines net to {net}",
+                        )
+                    )
                 for d in due:
                     d.batch_id = po
                     open_.remove(d)
@@ -473,21 +516,51 @@ class _Settler:
                 if close >= self.end:
                     continue  # the batch is still open at the window's end: no payout yet
                 at = datetime.combine(close, time(3, 0), UTC)
-                fee = _Draft(self.key(), "adyen", "fee", None, None, None, at, None, cur, 0,
-                             _ADYEN_BATCH_FEE, batch_id=str(n))  # fmt: skip
+                fee = _Draft(
+                    self.key(),
+                    "adyen",
+                    "fee",
+                    None,
+                    None,
+                    None,
+                    at,
+                    None,
+                    cur,
+                    0,
+                    _ADYEN_BATCH_FEE,
+                    batch_id=str(n),
+                )
                 net = sum(d.gross - d.fee for d in mine) - _ADYEN_BATCH_FEE
                 paid = -net
                 if not mismatch_done and n >= 3:
                     paid -= 500
                     mismatch_done = True
                 paid_at = at + timedelta(hours=1)
-                payout = _Draft(self.key(), "adyen", "payout", None, None, None, paid_at, None,
-                                cur, paid, 0, batch_id=str(n))  # fmt: skip
+                payout = _Draft(
+                    self.key(),
+                    "adyen",
+                    "payout",
+                    None,
+                    None,
+                    None,
+                    paid_at,
+                    None,
+                    cur,
+                    paid,
+                    0,
+                    batch_id=str(n),
+                )
                 if paid != -net:
                     self.answers.append(
-                        ("payout_mismatch", "adyen", None, payout.key, str(n),
-                         f"payout {-paid} {cur} but the batch nets to {net}")
-                    )  # fmt: skip
+                        (
+                            "payout_mismatch",
+                            "adyen",
+                            None,
+                            payout.key,
+                            str(n),
+                            f"payout {-paid} {cur} but the batch nets to {net}",
+                        )
+                    )
                 out += [fee, payout]
             files.append((f"adyen/settlement_detail_report_batch_{n}.csv", out, "sdr"))
         return files
@@ -510,8 +583,22 @@ class _Settler:
                 rng = self.rng("paypal", "withdrawal", day.isoformat(), cur)
                 at = datetime.combine(day, time(23, 30), UTC)
                 ref = self.fresh_ref("paypal", "payout", rng)
-                out.append(_Draft(self.key(), "paypal", "payout", ref, None, None, at, None, cur,
-                                  -net, 0, batch_id=day.isoformat()))  # fmt: skip
+                out.append(
+                    _Draft(
+                        self.key(),
+                        "paypal",
+                        "payout",
+                        ref,
+                        None,
+                        None,
+                        at,
+                        None,
+                        cur,
+                        -net,
+                        0,
+                        batch_id=day.isoformat(),
+                    )
+                )
             files.append((f"paypal/STL-{day:%Y%m%d}.01.009.CSV", out, "stl"))
         return files
 
@@ -525,8 +612,9 @@ class _Settler:
         files = []
         for day in sorted(by_disbursement):
             rows = sorted(by_disbursement[day], key=lambda d: (d.occurred_at, d.key))
-            files.append((f"braintree/transaction_level_fee_report_{day.isoformat()}.csv", rows,
-                          "tlfr"))  # fmt: skip
+            files.append(
+                (f"braintree/transaction_level_fee_report_{day.isoformat()}.csv", rows, "tlfr")
+            )
         return files
 
 
@@ -604,8 +692,9 @@ def generate_settlements(data: DemoData) -> SettlementDemo:
         AnswerKeyRow(kind, gw, pid, ids.get(key) if key else None, batch, detail)
         for kind, gw, pid, key, batch, detail in s.answers
     )
-    answers = tuple(sorted(answers, key=lambda a: (a.kind, a.gateway, a.payment_id or "",
-                                                   a.line_id or "")))  # fmt: skip
+    answers = tuple(
+        sorted(answers, key=lambda a: (a.kind, a.gateway, a.payment_id or "", a.line_id or ""))
+    )
     order = sorted(files)
     return SettlementDemo(
         files={k: files[k] for k in order},
