@@ -315,7 +315,7 @@ class _Settler:
                 self.drafts.remove(d)
                 self.answers.append(
                     (
-                        "missing_at_gateway",
+                        "missing_in_gateway",
                         gateway,
                         d.payment_id,
                         None,
@@ -368,7 +368,7 @@ class _Settler:
                 d.fee = schedule + 37
                 self.answers.append(
                     (
-                        "fee_mismatch",
+                        "fee_variance",
                         gateway,
                         d.payment_id,
                         d.key,
@@ -399,7 +399,7 @@ class _Settler:
                 self.drafts.append(cb)
                 self.answers.append(
                     (
-                        "unrecorded_chargeback",
+                        "missing_in_billing",
                         gateway,
                         d.payment_id,
                         cb.key,
