@@ -1,0 +1,1 @@
+"""Reconciliation: billing payments against gateway settlement lines (plain Python, no Dagster)."""
