@@ -107,7 +107,7 @@ def test_demo_data_writes_the_settlement_files_and_answer_key(tmp_path: Path) ->
     assert written == demo.files
     assert demo.files  # the demo does have settlement files
     header = (settle / "answer_key.csv").read_text(encoding="utf-8").splitlines()[0]
-    assert header == "kind,gateway,payment_id,line_id,batch_id,detail"
+    assert header == "kind,gateway,payment_id,invoice_id,line_id,batch_id,detail"
     for name in demo.files:
         assert (settle / name).parent.parent == settle  # settle/<gateway>/<file>
     assert (tmp_path / "billing.db").is_file()

@@ -42,6 +42,7 @@ KINDS = (
     "duplicate_settlement",
     "fee_variance",
     "payout_mismatch",
+    "invoice_payment_mismatch",
 )
 
 
@@ -392,9 +393,19 @@ def test_amount_mismatches_differ_from_billing_as_the_key_says(
 def check_answer_key(demo: SettlementDemo, data: DemoData) -> None:
     by_id = lines_by_id(demo)
     payments = {p["payment_id"]: p for p in data.payments}
+    invoices = {i["invoice_id"]: i for i in data.invoices}
     for a in demo.answer_key:
         assert a.kind in KINDS, a
         assert a.gateway in GATEWAYS, a
+        assert (a.invoice_id is not None) == (a.kind == "invoice_payment_mismatch")
+        if a.kind == "invoice_payment_mismatch":
+            invoice = invoices[a.invoice_id or ""]
+            assert invoice["status"] == "paid"
+            notes = [c for c in data.credit_notes if c["invoice_id"] == a.invoice_id]
+            assert notes
+            assert a.payment_id is None
+            assert a.line_id is None
+            continue
         if a.kind == "missing_in_gateway":
             assert a.line_id is None
         else:
@@ -424,7 +435,15 @@ def test_answer_key_csv(demo: SettlementDemo) -> None:
     rows = list(csv.reader(io.StringIO(demo.answer_key_csv().decode("utf-8"))))
     assert tuple(rows[0]) == ANSWER_KEY_COLUMNS
     assert rows[1:] == [
-        [a.kind, a.gateway, a.payment_id or "", a.line_id or "", a.batch_id or "", a.detail]
+        [
+            a.kind,
+            a.gateway,
+            a.payment_id or "",
+            a.invoice_id or "",
+            a.line_id or "",
+            a.batch_id or "",
+            a.detail,
+        ]
         for a in demo.answer_key
     ]
 
@@ -538,7 +557,7 @@ def test_write_settlements_writes_the_files_and_the_answer_key(
     }
     assert written == demo.files
     key = (tmp_path / "answer_key.csv").read_text(encoding="utf-8")
-    assert key.splitlines()[0] == "kind,gateway,payment_id,line_id,batch_id,detail"
+    assert key.splitlines()[0] == "kind,gateway,payment_id,invoice_id,line_id,batch_id,detail"
     assert (tmp_path / "answer_key.csv").read_bytes() == demo.answer_key_csv()
     assert len(list(csv.reader(io.StringIO(key)))) == len(demo.answer_key) + 1
 

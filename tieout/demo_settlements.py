@@ -48,7 +48,15 @@ __all__ = [
     "write_settlements",
 ]
 
-ANSWER_KEY_COLUMNS: Final = ("kind", "gateway", "payment_id", "line_id", "batch_id", "detail")
+ANSWER_KEY_COLUMNS: Final = (
+    "kind",
+    "gateway",
+    "payment_id",
+    "invoice_id",
+    "line_id",
+    "batch_id",
+    "detail",
+)
 
 #: Settlement currency per gateway and billing currency (a different one means FX).
 _SETTLES_IN: Final[dict[str, dict[str, str]]] = {
@@ -85,6 +93,7 @@ class AnswerKeyRow:
     kind: str
     gateway: str
     payment_id: str | None
+    invoice_id: str | None
     line_id: str | None
     batch_id: str | None
     detail: str
@@ -301,8 +310,10 @@ class _Settler:
     def inject(self) -> None:
         used: set[str | None] = set()  # payment ids: one discrepancy per payment
 
-        def pick(gateway: str, what: str) -> _Draft | None:
+        def pick(gateway: str, what: str, fx: bool = True) -> _Draft | None:
             pool = [d for d in self._candidates(gateway) if d.payment_id not in used]
+            if not fx:
+                pool = [d for d in pool if d.presentment_currency is None]
             if not pool:
                 return None
             d = self.rng("discrepancy", what, gateway).choice(pool)
@@ -343,14 +354,13 @@ class _Settler:
                     )
                 )
         for gateway in ("adyen", "braintree"):
-            d = pick(gateway, "amount_mismatch")
+            # Settled in the billed currency, so the difference is plain to see.
+            d = pick(gateway, "amount_mismatch", fx=False)
             if d is not None:
                 delta = 100 if d.currency != "JPY" else 10
                 before = d.gross
                 d.gross += delta
-                d.fee = self.fee(gateway, d.gross, d.currency, fx=d.exchange_rate is not None)
-                if d.presentment_amount is not None:
-                    d.presentment_currency = d.presentment_amount = d.exchange_rate = None
+                d.fee = self.fee(gateway, d.gross, d.currency, fx=False)
                 self.answers.append(
                     (
                         "amount_mismatch",
@@ -645,6 +655,40 @@ def _controls(lines: Iterable[SettlementLine]) -> dict[date, list[ControlTotal]]
     return out
 
 
+def _invoice_answers(data: DemoData) -> list[AnswerKeyRow]:
+    """Paid invoices that got a credit note without a refund of it (the demo issues some as a
+    goodwill credit after payment): billing's own books then disagree, total less credit notes
+    against charges less refunds, which is an `invoice_payment_mismatch`."""
+    invoices = {i["invoice_id"]: i for i in data.invoices}
+    refunds: dict[str, list[int]] = defaultdict(list)
+    gateway_of: dict[str, str] = {}
+    for p in data.payments:
+        if p["invoice_id"] is None:
+            continue
+        gateway_of.setdefault(p["invoice_id"], p["gateway"])
+        if p["kind"] == "refund" and p["status"] in ("succeeded", "pending"):
+            refunds[p["invoice_id"]].append(p["amount_minor"])
+    out = []
+    for invoice_id in sorted({c["invoice_id"] for c in data.credit_notes}):
+        inv = invoices[invoice_id]
+        notes = [c for c in data.credit_notes if c["invoice_id"] == invoice_id]
+        unrefunded = [c for c in notes if c["amount_minor"] not in refunds[invoice_id]]
+        if inv["status"] == "paid" and unrefunded:
+            total = sum(c["amount_minor"] for c in unrefunded)
+            out.append(
+                AnswerKeyRow(
+                    "invoice_payment_mismatch",
+                    gateway_of[invoice_id],
+                    None,
+                    invoice_id,
+                    None,
+                    None,
+                    f"credit notes of {total} {inv['currency']} without a refund on a paid invoice",
+                )
+            )
+    return out
+
+
 def _render(fmt: str, lines: Sequence[SettlementLine]) -> bytes:
     if fmt == "csv":
         return stripe.render_itemized_csv(lines)
@@ -689,9 +733,9 @@ def generate_settlements(data: DemoData) -> SettlementDemo:
         files[name] = braintree.render_batch_summary(settled, ctl)
         parsed_lines[name] = ()
     answers = tuple(
-        AnswerKeyRow(kind, gw, pid, ids.get(key) if key else None, batch, detail)
+        AnswerKeyRow(kind, gw, pid, None, ids.get(key) if key else None, batch, detail)
         for kind, gw, pid, key, batch, detail in s.answers
-    )
+    ) + tuple(_invoice_answers(data))
     answers = tuple(
         sorted(answers, key=lambda a: (a.kind, a.gateway, a.payment_id or "", a.line_id or ""))
     )
