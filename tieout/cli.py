@@ -493,5 +493,13 @@ def check_settings(ctx: click.Context, connect: bool) -> None:
         click.echo("settings ok" + (" and billing database matches the mapping" if connect else ""))
 
 
+def _register_subcommands() -> None:
+    from tieout.cli_exceptions import exceptions
+
+    main.add_command(exceptions)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -177,11 +177,117 @@ class BillingSettings(_Model):
         return _no_literal_password(v, "BILLING_DATABASE_URL")
 
 
+PAYMENT_KINDS: Final = ("charge", "refund", "chargeback", "chargeback_reversal")
+#: What each gateway's settlement files carry when the settings say nothing: Braintree's
+#: Transaction Level Fee Report has sales and credits only (disputes come in another report).
+DEFAULT_EXPECTED_KINDS: Final[dict[str, tuple[str, ...]]] = {"braintree": ("charge", "refund")}
+
+
+def _check_cron(v: str) -> str:
+    fields = v.split()
+    if len(fields) != 5 or not all(re.fullmatch(r"[0-9*/,\-]+", f) for f in fields):
+        raise ValueError(f"{v!r} is not a five-field cron expression (e.g. '30 2 * * *')")
+    return v
+
+
+class FeeScheduleSettings(_Model):
+    """A gateway's contracted fee on charges, used to flag `fee_variance` exceptions."""
+
+    percent_bps: int = Field(ge=0, le=10_000, description="Basis points of the settled gross.")
+    fixed_minor: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Fixed fee per settlement currency, in minor units."
+    )
+    fx_bps: int = Field(default=0, ge=0, le=10_000, description="Surcharge on converted charges.")
+    tolerance_minor: int = Field(
+        default=1, ge=0, description="Differences up to this many minor units are not flagged."
+    )
+
+    @field_validator("fixed_minor")
+    @classmethod
+    def _currencies(cls, v: dict[str, int]) -> dict[str, int]:
+        from tieout.money import is_known_currency
+
+        bad = [c for c in v if not is_known_currency(c) or c != c.upper()]
+        if bad:
+            raise ValueError(f"not ISO 4217 currency codes: {', '.join(bad)} (write e.g. USD)")
+        return v
+
+
+class GatewayReconSettings(_Model):
+    """Per-gateway overrides under `[reconciliation.gateways.<gateway>]`."""
+
+    settlement_window_days: int | None = Field(
+        default=None, ge=0, le=365, description="Overrides reconciliation.settlement_window_days."
+    )
+    expected_kinds: list[str] | None = Field(
+        default=None,
+        description="Billing payment kinds this gateway's settlement files carry (default: all; "
+        "braintree: charge, refund).",
+    )
+    fee_schedule: FeeScheduleSettings | None = Field(
+        default=None, description="Contracted fees; without one no fee_variance is reported."
+    )
+
+    @field_validator("expected_kinds")
+    @classmethod
+    def _kinds(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            bad = [k for k in v if k not in PAYMENT_KINDS]
+            if bad:
+                raise ValueError(
+                    f"unknown kinds {', '.join(bad)} (valid: {', '.join(PAYMENT_KINDS)})"
+                )
+        return v
+
+
 class ReconciliationSettings(_Model):
-    """How business days are cut."""
+    """How business days are cut and how billing is tied out against the gateways."""
 
     finance_timezone: Annotated[str, AfterValidator(_check_timezone)] = Field(
         default="UTC", description="Daily partitions are business days in this IANA time zone."
+    )
+    settlement_window_days: int = Field(
+        default=7,
+        ge=0,
+        le=365,
+        description="A succeeded payment younger than this without a settlement line is pending "
+        "(in transit), not missing.",
+    )
+    suggest_window_days: int = Field(
+        default=3, ge=0, le=60, description="Date window for suggested matches without a reference."
+    )
+    gateways: dict[str, GatewayReconSettings] = Field(
+        default_factory=dict, description="Per-gateway overrides (see below)."
+    )
+    nightly_close_cron: Annotated[str, AfterValidator(_check_cron)] = Field(
+        default="30 2 * * *",
+        description="When nightly_close runs (cron, in finance_timezone); it closes the day "
+        "before.",
+    )
+
+    @field_validator("gateways")
+    @classmethod
+    def _known_gateways(cls, v: dict[str, GatewayReconSettings]) -> dict[str, GatewayReconSettings]:
+        known = ("stripe", "adyen", "paypal", "braintree")
+        bad = [g for g in v if g not in known]
+        if bad:
+            raise ValueError(f"unknown gateways {', '.join(bad)} (valid: {', '.join(known)})")
+        return v
+
+    def expected_kinds(self, gateway: str) -> tuple[str, ...]:
+        override = self.gateways.get(gateway)
+        if override is not None and override.expected_kinds is not None:
+            return tuple(override.expected_kinds)
+        return DEFAULT_EXPECTED_KINDS.get(gateway, PAYMENT_KINDS)
+
+
+class ReportsSettings(_Model):
+    """Where the reconciliation reports (report.xlsx, report.html, exceptions.csv, summary.json)
+    are written."""
+
+    path: str = Field(default="data/reports", description="A local folder or s3://bucket/prefix.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint; may be ${ENV}."
     )
 
 
@@ -242,6 +348,7 @@ class Settings(_Model):
     lake: LakeSettings = Field(default_factory=LakeSettings)
     settlements: SettlementsSettings = Field(default_factory=SettlementsSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    reports: ReportsSettings = Field(default_factory=ReportsSettings)
     #: Directory relative paths (SQLite files, the local lake) are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -280,6 +387,14 @@ class Settings(_Model):
             return None
         value = resolve_env(self.settlements.s3_endpoint_url, "settlements.s3_endpoint_url")
         return value or None
+
+    def reports_path(self) -> str:
+        return self.location(self.reports.path, "reports.path")
+
+    def reports_endpoint(self) -> str | None:
+        if self.reports.s3_endpoint_url is None:
+            return None
+        return resolve_env(self.reports.s3_endpoint_url, "reports.s3_endpoint_url") or None
 
     def state_url(self) -> str:
         """The resolved state database URL (may hold a secret: never log it)."""
@@ -350,9 +465,12 @@ def config_reference() -> str:
         ("billing", BillingSettings),
         ("billing.tables.<table>", TableMapping),
         ("reconciliation", ReconciliationSettings),
+        ("reconciliation.gateways.<gateway>", GatewayReconSettings),
+        ("reconciliation.gateways.<gateway>.fee_schedule", FeeScheduleSettings),
         ("lake", LakeSettings),
         ("settlements", SettlementsSettings),
         ("state", StateSettings),
+        ("reports", ReportsSettings),
     ]
     out = ["<!-- generated by `tieout config-reference`; do not edit by hand -->", ""]
     for name, model in sections:
