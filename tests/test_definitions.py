@@ -40,7 +40,9 @@ def test_module_level_definitions_load() -> None:
     assert keys == {f"billing/{name}" for name in DATASETS} | {
         "settlements/lines",
         "settlements/payouts",
+        "recon/exceptions",
     }
+    assert definitions.defs.resolve_job_def("nightly_close") is not None
     assert definitions.defs.resolve_job_def("billing_extract") is not None
     assert definitions.defs.resolve_job_def("settlements_load") is not None
 
@@ -64,6 +66,12 @@ def test_asset_specs_snapshot(tmp_path: Path) -> None:
     assert snapshot == {f"billing/{n}": expected for n in sorted(DATASETS)} | {
         "settlements/lines": ("settlements", "Europe/Berlin", "2026-03-01", ["csv", "parquet"]),
         "settlements/payouts": ("settlements", "Europe/Berlin", "2026-03-01", ["parquet"]),
+        "recon/exceptions": (
+            "reconciliation",
+            "Europe/Berlin",
+            "2026-03-01",
+            ["duckdb", "excel", "html"],
+        ),
     }
     deps = graph.get(dg.AssetKey(["settlements", "payouts"])).parent_keys
     assert deps == {dg.AssetKey(["settlements", "lines"])}

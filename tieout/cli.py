@@ -5,6 +5,7 @@ Exit codes: 0 ok, 2 bad settings or input (one line saying what to fix), 1 unexp
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -183,7 +184,15 @@ def _check_range(settings: Any, start: date, end: date) -> None:
         raise ConfigError(f"--end {end} is not a closed business day yet (latest: {last})")
 
 
-def _run_job(settings: Any, job_name: str, start: date, end: date, what: str) -> bool:
+def _run_job(
+    settings: Any,
+    job_name: str,
+    start: date,
+    end: date,
+    what: str,
+    op_config: dict[str, Any] | None = None,
+    instance: Any = None,
+) -> bool:
     """Materialize a job's assets for [start, end] in one run; True when it succeeded."""
     import dagster as dg
 
@@ -192,18 +201,22 @@ def _run_job(settings: Any, job_name: str, start: date, end: date, what: str) ->
     defs = build_definitions(settings)
     job = defs.resolve_job_def(job_name)
     # With DAGSTER_HOME set the run is recorded where `dagster dev` shows it.
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
+    if instance is None:
+        instance = (
+            dg.DagsterInstance.get()
+            if os.environ.get("DAGSTER_HOME")
+            else dg.DagsterInstance.ephemeral()
+        )
     ndays = (end - start).days + 1
     _echo(f"{what} {ndays} business day(s) {start}..{end} into {settings.lake_root()}")
     t0 = time.perf_counter()
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    if op_config:
+        run_config["ops"] = {op: {"config": cfg} for op, cfg in op_config.items()}
     with instance:
         result = job.execute_in_process(
             instance=instance,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            run_config=run_config,
             tags={
                 "dagster/asset_partition_range_start": start.isoformat(),
                 "dagster/asset_partition_range_end": end.isoformat(),
@@ -215,6 +228,14 @@ def _run_job(settings: Any, job_name: str, start: date, end: date, what: str) ->
             if mat is None or mat.partition != start.isoformat():
                 continue
             click.echo(f"{mat.asset_key.to_user_string()}: {_summary(mat.metadata, ndays)}")
+            summary = mat.metadata.get("summary")
+            if summary is not None:
+                click.echo("")
+                click.echo(str(summary.value))
+                click.echo("")
+            for key, value in sorted(mat.metadata.items()):
+                if key.startswith("report/"):
+                    click.echo(f"{key.removeprefix('report/')}: {value.value}")
     _echo(f"done in {time.perf_counter() - t0:.1f}s")
     return bool(result.success)
 
@@ -235,6 +256,7 @@ def _summary(md: Any, ndays: int) -> str:
         ("files_duplicate", "duplicate file(s) skipped"),
         ("findings", "finding(s)"),
         ("batches_not_tied_out", "batch(es) not tied out"),
+        ("open_exceptions", "open exception(s)"),
     ):
         item = md.get(key)
         if item is not None and item.value:
@@ -270,46 +292,191 @@ def extract(ctx: click.Context, start: date, end: date) -> None:
         sys.exit(0 if ok else 1)
 
 
+def _demo_settings_toml(reports: str) -> str:
+    """The demo's own dagster_project.toml: every path inside data/demo, the demo's fees."""
+    from tieout.demo_settlements import demo_fee_schedules
+
+    out = [
+        "# Written by `tieout demo`: the demo's own settings (paths relative to this file).",
+        "[billing]",
+        'url = "sqlite:///billing.db"',
+        f"partitions_start = {DEMO_START.isoformat()}",
+        "[lake]",
+        'root = "lake"',
+        "[settlements]",
+        'path = "settlements"',
+        "[state]",
+        'url = "sqlite:///state.db"',
+        "[reports]",
+        f"path = {json.dumps(reports)}",
+        "[reconciliation]",
+        'finance_timezone = "UTC"',
+        "settlement_window_days = 7",
+    ]
+    for gateway, fees in demo_fee_schedules().items():
+        fixed = ", ".join(f"{c} = {v}" for c, v in dict(fees["fixed_minor"]).items())  # type: ignore[call-overload]
+        out += [
+            f"[reconciliation.gateways.{gateway}.fee_schedule]",
+            f"percent_bps = {fees['percent_bps']}",
+            f"fixed_minor = {{ {fixed} }}",
+            f"fx_bps = {fees['fx_bps']}",
+            f"tolerance_minor = {fees['tolerance_minor']}",
+        ]
+    return "\n".join(out) + "\n"
+
+
 @main.command()
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--customers", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the reports go (default: data/demo/reports).",
+)
 @click.pass_context
-def demo(ctx: click.Context, seed: int, customers: int) -> None:
-    """The main job on embedded defaults: demo billing data and gateway settlement files, then
-    extraction and settlement loading over the demo's 30 business days.
+def demo(ctx: click.Context, seed: int, customers: int, out: Path | None) -> None:
+    """The whole pipeline on demo data, on a fresh machine: no server, no credentials.
 
-    The demo never touches the billing database, settlement folder or state database of your
-    settings: it writes its own SQLite files and settlement files under data/demo/ (next to the
-    settings file) and reads from there; only the lake is the one your settings name.
+    Writes a demo billing database (SQLite) and the matching gateway settlement files (with
+    known discrepancies, listed in data/demo/settlements/answer_key.csv) under data/demo/,
+    then runs the nightly_close job (extract, load settlements, reconcile, report) over the
+    demo's 30 business days through Dagster on a local instance in data/demo/dagster_home.
+    Your own dagster_project.toml is not touched: the demo writes and uses
+    data/demo/dagster_project.toml.
     """
     with _exit_codes(ctx.obj["debug"]):
-        from tieout.demo import DemoConfig, generate, write_demo_data
+        import dagster as dg
 
-        settings = _settings(ctx)
-        db_file = (settings.base_dir / DEMO_BILLING_FILE).resolve()
-        db_file.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{db_file}"
-        _echo(f"writing demo billing data to {db_file}")
+        from tieout.demo import DemoConfig, generate, write_demo_data
+        from tieout.settings import load_settings
+
+        base = _settings(ctx).base_dir
+        demo_dir = (base / "data" / "demo").resolve()
+        demo_dir.mkdir(parents=True, exist_ok=True)
+        reports = str(out.resolve()) if out is not None else "reports"
+        settings_file = demo_dir / "dagster_project.toml"
+        settings_file.write_text(_demo_settings_toml(reports), encoding="utf-8")
+        (demo_dir / "state.db").unlink(missing_ok=True)  # a fresh registry and exception log
+        _echo(f"writing demo billing data to {demo_dir / 'billing.db'}")
         config = DemoConfig(start=DEMO_START, days=DEMO_DAYS, seed=seed, customers=customers)
         data = generate(config)
-        write_demo_data(url, config, schema=None, progress=lambda m: _echo(f"  {m}"), data=data)
-        settlements_dir = (settings.base_dir / DEMO_SETTLEMENTS_DIR).resolve()
-        click.echo(_write_demo_settlements(data, settlements_dir))
-        end = DEMO_START + timedelta(days=DEMO_DAYS - 1)
-        ok = _run_extract(settings, DEMO_START, end, billing_url=url)
-        # A fresh registry each time, so a demo with another seed never mixes with the last one.
-        state_file = db_file.parent / "state.db"
-        state_file.unlink(missing_ok=True)
-        demo_settings = settings.model_copy(
-            update={
-                "settlements": settings.settlements.model_copy(
-                    update={"path": str(settlements_dir), "quarantine": None}
-                ),
-                "state": settings.state.model_copy(update={"url": f"sqlite:///{state_file}"}),
-            }
+        write_demo_data(
+            f"sqlite:///{demo_dir / 'billing.db'}",
+            config,
+            schema=None,
+            progress=lambda m: _echo(f"  {m}"),
+            data=data,
         )
-        ok = ok and _run_job(
-            demo_settings, "settlements_load", DEMO_START, end, "loading settlements for"
+        click.echo(_write_demo_settlements(data, demo_dir / "settlements"))
+        settings = load_settings(settings_file)
+        end = DEMO_START + timedelta(days=DEMO_DAYS - 1)
+        home = demo_dir / "dagster_home"
+        home.mkdir(exist_ok=True)
+        (home / "dagster.yaml").touch()
+        before = os.environ.get("DAGSTER_HOME")
+        os.environ["DAGSTER_HOME"] = str(home)
+        try:
+            ok = _run_job(
+                settings,
+                "nightly_close",
+                DEMO_START,
+                end,
+                "closing",
+                instance=dg.DagsterInstance.get(),
+            )
+        finally:
+            if before is None:
+                os.environ.pop("DAGSTER_HOME", None)
+            else:
+                os.environ["DAGSTER_HOME"] = before
+        report_dir = Path(settings.reports_path())
+        click.echo(f"report: {report_dir / 'report.html'} (open it in a browser)")
+        click.echo(f"workbook: {report_dir / 'report.xlsx'}")
+        click.echo(
+            f"answer key of the injected discrepancies: {demo_dir / 'settlements'}/answer_key.csv"
+        )
+        click.echo(
+            "Dagster UI on the same data: "
+            f"TIEOUT_SETTINGS={settings_file} DAGSTER_HOME={home} dagster dev -m tieout.definitions"
+        )
+        sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--start", type=DATE, required=True, help="First business day.")
+@click.option("--end", type=DATE, required=True, help="Last business day (inclusive).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="dagster_project.toml to use (same as the global --settings).",
+)
+@click.option("--billing-url", default=None, help="Billing database URL (overrides billing.url).")
+@click.option(
+    "--settlements",
+    "settlements_path",
+    default=None,
+    help="Settlement files folder or s3:// prefix (overrides settlements.path).",
+)
+@click.option(
+    "--out", default=None, help="Reports folder or s3:// prefix (overrides reports.path)."
+)
+@click.option(
+    "--gateway",
+    "gateways",
+    multiple=True,
+    type=click.Choice(["stripe", "adyen", "paypal", "braintree"]),
+    help="Only this gateway (repeatable; default: all).",
+)
+@click.pass_context
+def reconcile(
+    ctx: click.Context,
+    start: date,
+    end: date,
+    config_path: Path | None,
+    billing_url: str | None,
+    settlements_path: str | None,
+    out: str | None,
+    gateways: tuple[str, ...],
+) -> None:
+    """Reconcile business days START..END: extract billing, load settlements, tie them out,
+    record the exceptions and write exceptions.csv, summary.json, report.xlsx and report.html.
+
+    Exit code 0 when it ran (exceptions are results, not errors), 2 for bad settings or
+    input, 1 for a crash.
+    """
+    with _exit_codes(ctx.obj["debug"]):
+        from tieout.connectors.billing import BillingDatabase
+        from tieout.settings import load_settings
+
+        settings = load_settings(config_path) if config_path else _settings(ctx)
+        updates: dict[str, Any] = {}
+        if billing_url:
+            updates["billing"] = settings.billing.model_copy(update={"url": billing_url})
+        if settlements_path:
+            updates["settlements"] = settings.settlements.model_copy(
+                update={"path": settlements_path}
+            )
+        if out:
+            updates["reports"] = settings.reports.model_copy(update={"path": out})
+        settings = settings.model_copy(update=updates)
+        _check_range(settings, start, end)
+        db = BillingDatabase(
+            settings.billing_url(), settings.billing.schema_, settings.billing.tables
+        )
+        try:
+            db.check()
+        finally:
+            db.dispose()
+        ok = _run_job(
+            settings,
+            "nightly_close",
+            start,
+            end,
+            "reconciling",
+            op_config={"recon__exceptions": {"gateways": list(gateways)}},
         )
         sys.exit(0 if ok else 1)
 

@@ -84,7 +84,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-@click.group("exceptions")
+@click.group("exceptions", context_settings={"help_option_names": ["-h", "--help"]})
 def exceptions() -> None:
     """Reconciliation exceptions: list, show, resolve, waive, import edits from the report."""
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from tieout.assets.billing import build_billing_assets
+from tieout.assets.reconciliation import reconciliation_assets
 from tieout.assets.settlements import settlement_assets
 from tieout.pipelines.jobs import (
     billing_extract_job,
+    nightly_close_job,
+    nightly_close_schedule,
     nightly_extract_schedule,
     settlements_load_job,
 )
@@ -20,10 +23,20 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings)
     job = billing_extract_job()
     settlements_job = settlements_load_job()
+    close = nightly_close_job()
+    rc = settings.reconciliation
     return dg.Definitions(
-        assets=[*build_billing_assets(partitions), *settlement_assets(partitions)],
-        jobs=[job, settlements_job],
-        schedules=[nightly_extract_schedule(job), nightly_extract_schedule(settlements_job)],
+        assets=[
+            *build_billing_assets(partitions),
+            *settlement_assets(partitions),
+            *reconciliation_assets(partitions, settings),
+        ],
+        jobs=[job, settlements_job, close],
+        schedules=[
+            nightly_extract_schedule(job),
+            nightly_extract_schedule(settlements_job),
+            nightly_close_schedule(close, rc.nightly_close_cron, rc.finance_timezone),
+        ],
         resources=build_resources(settings),
     )
 

@@ -771,5 +771,19 @@ def write_settlements(demo: SettlementDemo, directory: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def demo_fee_schedules() -> dict[str, dict[str, object]]:
+    """The fee schedule the demo's gateways charge by, as `[reconciliation.gateways.<g>.
+    fee_schedule]` settings (tolerance 0: the demo's fees are exact)."""
+    return {
+        g: {
+            "percent_bps": _FEE_BPS[g],
+            "fixed_minor": dict(_FEE_FIXED[g]),
+            "fx_bps": _FX_BPS[g],
+            "tolerance_minor": 0,
+        }
+        for g in sorted(_FEE_BPS)
+    }
+
+
 def answer_key_json(demo: SettlementDemo) -> str:
     return json.dumps([a.__dict__ for a in demo.answer_key], indent=2)

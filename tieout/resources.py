@@ -12,6 +12,7 @@ from tieout.connectors.billing import BillingDatabase
 from tieout.connectors.lake import Lake
 from tieout.connectors.state import StateDatabase
 from tieout.connectors.storage import Storage
+from tieout.reconcile.store import ExceptionStore
 from tieout.settings import (
     Settings,
     TableMapping,
@@ -76,9 +77,26 @@ class StateDatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     db_schema: str | None = Field(default="tieout", description="Postgres schema.")
     base_dir: str = Field(default=".", description="Relative SQLite paths start here.")
 
+    def _url(self) -> str:
+        return absolutize_sqlite_url(resolve_env(self.url, "state.url"), Path(self.base_dir))
+
     def open(self) -> StateDatabase:
-        url = absolutize_sqlite_url(resolve_env(self.url, "state.url"), Path(self.base_dir))
-        return StateDatabase(url, self.db_schema)
+        return StateDatabase(self._url(), self.db_schema)
+
+    def exceptions(self) -> ExceptionStore:
+        """The reconciliation runs and the exceptions' life cycle, in the same database."""
+        return ExceptionStore(self._url(), self.db_schema)
+
+
+class ReportsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Where the accountants' reports are written: a folder or s3://bucket/prefix."""
+
+    path: str
+    s3_endpoint_url: str | None = None
+
+    def open(self, override: str | None = None) -> Storage:
+        endpoint = _resolved(self.s3_endpoint_url, "reports.s3_endpoint_url")
+        return Storage(override or resolve_env(self.path, "reports.path"), endpoint)
 
 
 def _env_or_template(template: str) -> str:
@@ -118,6 +136,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:  
             path=source,
             quarantine=quarantine,
             s3_endpoint_url=_env_or_template(st.s3_endpoint_url) if st.s3_endpoint_url else None,
+        ),
+        "reports": ReportsResource(
+            path=_location(settings, settings.reports.path),
+            s3_endpoint_url=_env_or_template(settings.reports.s3_endpoint_url)
+            if settings.reports.s3_endpoint_url
+            else None,
         ),
         "state_db": StateDatabaseResource(
             url=_env_or_template(settings.state.url),

@@ -443,7 +443,7 @@ def _tlfr_lines(draw: st.DrawFn, layout: str) -> list[SettlementLine]:
         p_cur = draw(st.sampled_from([c for c in _CODES if c != cur])) if fx else None
         p_amount = None
         if fx and layout == "flat" and draw(st.booleans()):
-            m = draw(st.integers(0, 10**9))
+            m = draw(st.integers(1, 10**9))  # a zero presentment amount has no sign to carry
             p_amount = -m if refund else m
         rate = draw(st.sampled_from(["1.08", "0.0091", "151.2345", "1"])) if fx else None
         ref = draw(st.sampled_from([None, "order-1", "ORD,2", 'q"3']))

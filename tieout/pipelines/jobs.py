@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any, Final
 
 import dagster as dg
 
 BILLING_EXTRACT_JOB: Final = "billing_extract"
 SETTLEMENTS_LOAD_JOB: Final = "settlements_load"
+NIGHTLY_CLOSE_JOB: Final = "nightly_close"
 
 
 def billing_extract_job() -> dg.UnresolvedAssetJobDefinition:
@@ -35,3 +37,32 @@ def settlements_load_job() -> dg.UnresolvedAssetJobDefinition:
         description="Read new gateway settlement files, then rebuild the business day's "
         "settlement lines and payout tie-outs.",
     )
+
+
+def nightly_close_job() -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        NIGHTLY_CLOSE_JOB,
+        selection=dg.AssetSelection.groups("billing", "settlements", "reconciliation"),
+        description="The whole chain for business days: extract billing, load settlements, "
+        "reconcile, write the reports.",
+    )
+
+
+def nightly_close_schedule(
+    job: dg.UnresolvedAssetJobDefinition, cron: str, timezone: str
+) -> dg.ScheduleDefinition:
+    """On `cron` in the finance time zone, close the business day before the tick."""
+
+    @dg.schedule(
+        name=f"{NIGHTLY_CLOSE_JOB}_schedule",
+        cron_schedule=cron,
+        job=job,
+        execution_timezone=timezone,
+        description="Closes the previous business day (cron from dagster_project.toml).",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        tick = context.scheduled_execution_time
+        day = (tick.date() if tick is not None else date.today()) - timedelta(days=1)
+        return dg.RunRequest(run_key=f"close-{day.isoformat()}", partition_key=day.isoformat())
+
+    return _schedule

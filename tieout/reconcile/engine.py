@@ -674,7 +674,7 @@ class _Engine:
                       max(day) FILTER (WHERE category IN ('payout', 'payout_reversal')) AS pday,
                       (sum(net_minor) FILTER (
                           WHERE category IN ('payout', 'payout_reversal')))::BIGINT AS paid,
-                      any_value(line_id) FILTER (WHERE category = 'payout') AS payout_line
+                      min(line_id) FILTER (WHERE category = 'payout') AS payout_line
                FROM l GROUP BY gateway, batch_id, currency
                ORDER BY gateway, batch_id, currency"""
         ):
@@ -683,9 +683,11 @@ class _Engine:
                 self.batch_state[key] = "pending"
                 continue
             ok = b["diff"] == 0
-            self.batch_state[key] = "matched" if ok else "exception"
             if not self.in_scope(b["pday"]):
+                # Paid out outside the range: a run over the payout's day judges it.
+                self.batch_state[key] = "matched" if ok else "pending"
                 continue
+            self.batch_state[key] = "matched" if ok else "exception"
             c = counts[(b["gateway"], b["currency"])]
             c[0] += 1
             c[1] += int(ok)
@@ -773,7 +775,7 @@ class _Engine:
                SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
                       coalesce(credit.credited, 0) AS credited,
                       coalesce(paid.received, 0) AS received, paid.last_day, paid.touched,
-                      any_value(p.gateway) AS gateway
+                      min(p.gateway) AS gateway
                FROM inv JOIN paid USING (invoice_id)
                LEFT JOIN credit USING (invoice_id)
                LEFT JOIN p ON p.invoice_id = inv.invoice_id
@@ -792,16 +794,17 @@ class _Engine:
             if not bad:
                 continue
             cur = r["currency"]
+            # A paid invoice risks the difference; any other status expected nothing yet.
+            at_risk = received - expected if status == "paid" else received
             self.add(
                 "invoice_payment_mismatch",
                 (r["invoice_id"],),
                 gateway=r["gateway"],
                 currency=cur,
-                amount=received - expected,
-                explanation=f"Invoice {r['invoice_id']} is {status}: total "
-                f"{format_minor(r['total_minor'], cur)} less credit notes "
-                f"{format_minor(r['credited'], cur)} is {format_minor(expected, cur)}, but its "
-                f"succeeded charges less refunds come to {format_minor(received, cur)}.",
+                amount=at_risk,
+                explanation=_invoice_explanation(
+                    r["invoice_id"], status, r["total_minor"], r["credited"], received, cur
+                ),
                 day=r["last_day"] or self.end,
                 invoice_id=r["invoice_id"],
             )
@@ -874,6 +877,30 @@ class _Engine:
             params=[self.start, self.end],
         ).to_arrow_table()
         return pays, lns
+
+
+def _invoice_explanation(
+    invoice_id: str, status: str, total: int, credited: int, received: int, cur: str
+) -> str:
+    expected = total - credited
+    if status == "paid":
+        return (
+            f"Invoice {invoice_id} is paid: total {format_minor(total, cur)} less credit notes "
+            f"{format_minor(credited, cur)} is {format_minor(expected, cur)}, but its succeeded "
+            f"charges less refunds come to {format_minor(received, cur)}. Refund or credit the "
+            "difference, or correct the credit note."
+        )
+    if status == "open":
+        return (
+            f"Invoice {invoice_id} is still open, but its succeeded charges less refunds "
+            f"({format_minor(received, cur)}) already cover its total less credit notes "
+            f"({format_minor(expected, cur)}). Mark it paid in billing."
+        )
+    return (
+        f"Invoice {invoice_id} is {status}, yet it received {format_minor(received, cur)} in "
+        f"succeeded charges less refunds; a {status} invoice should have received nothing. "
+        "Refund the customer or correct the invoice's status."
+    )
 
 
 def _conservation(
@@ -993,10 +1020,11 @@ def summarize(
         setattr(r, f"{p['bucket']}_minor", getattr(r, f"{p['bucket']}_minor") + p["amount_minor"])
         daily[p["day"]][0] += 1
         daily[p["day"]][1] += p["bucket"] == "matched"
-    for ln in lns.select(["gateway", "currency", "gross_minor"]).to_pylist():
+    for ln in lns.select(["gateway", "currency", "category", "gross_minor"]).to_pylist():
         r = row(ln["gateway"], ln["currency"])
         r.lines += 1
-        r.settled_minor += ln["gross_minor"]
+        if ln["category"] in PAYMENT_KINDS:  # money movements, not fees and payouts
+            r.settled_minor += ln["gross_minor"]
     by_kind: dict[str, int] = defaultdict(int)
     by_age: dict[str, int] = {"0-7": 0, "8-30": 0, "31-60": 0, "60+": 0}
     for x in exceptions:

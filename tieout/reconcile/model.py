@@ -135,7 +135,7 @@ class GatewayCurrencySummary:
     gateway: str
     currency: str
     billed_minor: int = 0  # signed sum of billing payments in scope
-    settled_minor: int = 0  # signed sum of settlement lines (gross) in scope
+    settled_minor: int = 0  # signed gross of the payment lines in scope (no fees, no payouts)
     payments: int = 0
     lines: int = 0
     matched_payments: int = 0

@@ -1,0 +1,187 @@
+"""`tieout demo` and `tieout reconcile` end to end: the whole chain through Dagster, reports on
+disk, exceptions equal to the demo's answer key, re-runs that change nothing, and the
+nightly_close schedule."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+import openpyxl
+import pytest
+from click.testing import CliRunner, Result
+
+from tieout.cli import main
+from tieout.reconcile.model import EXCEPTION_COLUMNS
+
+START = date(2026, 3, 1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TIEOUT_SETTINGS", "DAGSTER_HOME", "BILLING_DATABASE_URL", "TIEOUT_STATE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def keyed(rows: list[dict[str, str]]) -> set[tuple[str, str]]:
+    """What identifies an exception of each kind, as the answer key names it."""
+    out = set()
+    for r in rows:
+        kind = r["kind"]
+        line = r.get("settlement_line_id") or r.get("line_id") or ""
+        key = {
+            "missing_in_gateway": r["payment_id"],
+            "missing_in_billing": line,
+            "duplicate_settlement": line,
+            "fee_variance": line,
+            "amount_mismatch": f"{r['payment_id']}/{line}",
+            "payout_mismatch": r["batch_id"],
+            "invoice_payment_mismatch": r["invoice_id"],
+        }.get(kind, json.dumps(r, sort_keys=True))
+        out.add((kind, key))
+    return out
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+def test_demo_runs_the_whole_chain_and_finds_exactly_the_answer_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = invoke("demo", "--customers", "60")
+    assert result.exit_code == 0, result.output
+    demo = tmp_path / "data" / "demo"
+    reports = demo / "reports"
+    for name in ("exceptions.csv", "summary.json", "report.xlsx", "report.html"):
+        assert (reports / name).is_file(), name
+    assert str(reports / "report.html") in result.stdout
+    assert "dagster dev -m tieout.definitions" in result.stdout
+    found = read_csv(reports / "exceptions.csv")
+    assert tuple(found[0]) == EXCEPTION_COLUMNS
+    answers = read_csv(demo / "settlements" / "answer_key.csv")
+    assert keyed(found) == keyed(answers)
+    assert all(r["status"] == "open" for r in found)
+    summary = json.loads((reports / "summary.json").read_text(encoding="utf-8"))
+    assert summary["conservation_ok"] is True
+    assert sum(summary["exceptions_by_kind"].values()) == len(found)
+    # The run is recorded in the demo's own Dagster instance, which the UI command points at.
+    assert "DAGSTER_HOME" not in os.environ  # the demo does not leak its instance
+    monkeypatch.setenv("DAGSTER_HOME", str(demo / "dagster_home"))
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        assert [r.job_name for r in runs] == ["nightly_close"]
+        assert runs[0].is_success
+
+
+def test_reconcile_twice_keeps_resolutions_and_ids(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.toml"
+    settings.write_text(
+        "[billing]\n"
+        'url = "sqlite:///billing.db"\n'
+        f"partitions_start = {START.isoformat()}\n"
+        '[lake]\nroot = "lake"\n'
+        '[settlements]\npath = "settle"\n'
+        '[state]\nurl = "sqlite:///state.db"\n'
+        '[reports]\npath = "reports"\n',
+        encoding="utf-8",
+    )
+    made = invoke(
+        "demo-data",
+        "--billing-url",
+        "sqlite:///billing.db",
+        "--start",
+        START.isoformat(),
+        "--days",
+        "20",
+        "--customers",
+        "60",
+        "--settlements",
+        "settle",
+    )
+    assert made.exit_code == 0, made.output
+    args = ("reconcile", "--config", str(settings), "--start", "2026-03-01", "--end", "2026-03-20")
+    first = invoke(*args, "--out", "out1")
+    assert first.exit_code == 0, first.output
+    assert "recon/exceptions:" in first.stdout
+    rows = read_csv(tmp_path / "out1" / "exceptions.csv")
+    assert rows
+    target = rows[0]["exception_id"]
+    resolved = invoke(
+        "--settings",
+        str(settings),
+        "exceptions",
+        "resolve",
+        target,
+        "--note",
+        "checked",
+        "--by",
+        "ann",
+    )
+    assert resolved.exit_code == 0, resolved.output
+    second = invoke(*args, "--out", "out2")
+    assert second.exit_code == 0, second.output
+    again = read_csv(tmp_path / "out2" / "exceptions.csv")
+    assert [r["exception_id"] for r in again] == [r["exception_id"] for r in rows]
+    status = {r["exception_id"]: r["status"] for r in again}
+    assert status[target] == "resolved"  # the accountant's resolution survives the re-run
+    assert all(s == "open" for x, s in status.items() if x != target)
+    # Only one gateway: the other gateways' exceptions are neither reported nor auto-resolved.
+    only = invoke(*args, "--out", "out3", "--gateway", "stripe")
+    assert only.exit_code == 0, only.output
+    stripe_rows = read_csv(tmp_path / "out3" / "exceptions.csv")
+    assert {r["gateway"] for r in stripe_rows} <= {"stripe"}
+    listed = invoke("--settings", str(settings), "exceptions", "list", "--status", "open")
+    assert len([r for r in again if r["status"] == "open"]) <= listed.stdout.count("\n")
+    workbook = openpyxl.load_workbook(tmp_path / "out2" / "report.xlsx")
+    assert workbook.sheetnames[0] == "Summary"
+
+
+def test_reconcile_with_bad_settings_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[reconciliation]\nsettlement_window_days = -3\n", encoding="utf-8")
+    result = invoke(
+        "reconcile", "--config", str(bad), "--start", "2026-03-01", "--end", "2026-03-02"
+    )
+    assert result.exit_code == 2
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    assert "reconciliation.settlement_window_days" in errors[0]
+
+
+def test_nightly_close_schedule_closes_the_previous_business_day(tmp_path: Path) -> None:
+    from tieout.definitions import build_definitions
+    from tieout.settings import settings_from_mapping
+
+    settings = settings_from_mapping(
+        {
+            "reconciliation": {
+                "finance_timezone": "America/New_York",
+                "nightly_close_cron": "15 3 * * *",
+            }
+        },
+        tmp_path,
+        "test",
+    )
+    defs = build_definitions(settings)
+    schedule = defs.resolve_schedule_def("nightly_close_schedule")
+    assert schedule.cron_schedule == "15 3 * * *"
+    assert schedule.execution_timezone == "America/New_York"
+    tick = datetime(2026, 11, 25, 8, 15, tzinfo=UTC)  # 03:15 in New York
+    repository = defs.get_repository_def()
+    with dg.build_schedule_context(
+        scheduled_execution_time=tick, repository_def=repository
+    ) as context:
+        request = schedule.evaluate_tick(context).run_requests
+    assert request is not None
+    assert [r.partition_key for r in request] == ["2026-11-24"]

@@ -1,0 +1,190 @@
+"""Run a reconciliation over business days: the library code the Dagster asset calls.
+
+It reads the canonical billing tables and settlement lines of the range from the lake, plus a
+context of days around it (late settlements, refunds of earlier charges), hands them to the
+engine, records the run and the exceptions' life cycle in the state database, and writes the
+accountants' reports. Billing partitions hold the rows changed on a day, so a row may appear
+in several partitions: the latest version (by `updated_at`) wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Final
+
+import duckdb
+import pyarrow as pa
+
+from tieout.connectors.lake import Lake
+from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
+from tieout.connectors.storage import Storage
+from tieout.reconcile.engine import EngineConfig, FeeSchedule, ReconResult, reconcile
+from tieout.reconcile.model import ReconException
+from tieout.reconcile.store import ExceptionStore
+from tieout.reports import write_reports
+from tieout.schema import TABLES
+from tieout.settings import PAYMENT_KINDS, Settings
+from tieout.settlements import SETTLEMENT_LINES
+
+Progress = Callable[[str], None]
+BILLING_INPUTS: Final = ("payments", "invoices", "credit_notes")
+
+
+def engine_config(settings: Settings, gateways: Sequence[str] | None = None) -> EngineConfig:
+    """The engine's view of `[reconciliation]`."""
+    rc = settings.reconciliation
+    known = ("stripe", "adyen", "paypal", "braintree")
+    return EngineConfig(
+        settlement_window_days=rc.settlement_window_days,
+        gateway_window_days={
+            g: o.settlement_window_days
+            for g, o in rc.gateways.items()
+            if o.settlement_window_days is not None
+        },
+        suggest_window_days=rc.suggest_window_days,
+        fee_schedules={
+            g: FeeSchedule(
+                percent_bps=o.fee_schedule.percent_bps,
+                fixed_minor=dict(o.fee_schedule.fixed_minor),
+                fx_bps=o.fee_schedule.fx_bps,
+                tolerance_minor=o.fee_schedule.tolerance_minor,
+            )
+            for g, o in rc.gateways.items()
+            if o.fee_schedule is not None
+        },
+        expected_kinds={
+            g: rc.expected_kinds(g) for g in known if rc.expected_kinds(g) != PAYMENT_KINDS
+        },
+        gateways=list(gateways) if gateways else None,
+    )
+
+
+@dataclass
+class Inputs:
+    payments: pa.Table
+    invoices: pa.Table
+    credit_notes: pa.Table
+    lines: pa.Table
+    missing: dict[str, list[date]] = field(default_factory=dict)  # dataset -> days in range
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _read_days(
+    lake: Lake, dataset: tuple[str, str], days: Sequence[date], schema: pa.Schema
+) -> tuple[pa.Table, list[date]]:
+    tables, missing = [], []
+    for day in days:
+        if lake.exists(dataset, day.isoformat()):
+            tables.append(lake.read(dataset, day.isoformat()).cast(schema))
+        else:
+            missing.append(day)
+    return (pa.concat_tables(tables) if tables else schema.empty_table()), missing
+
+
+def _latest(table: pa.Table, key: str) -> pa.Table:
+    """One row per primary key: the most recently updated version."""
+    if table.num_rows == 0 or "updated_at" not in table.column_names:
+        return table
+    con = duckdb.connect()
+    try:
+        con.register("t", table)
+        out: pa.Table = con.sql(
+            f"""SELECT * FROM t QUALIFY row_number() OVER (
+                    PARTITION BY "{key}" ORDER BY updated_at DESC) = 1
+                ORDER BY "{key}" """  # noqa: S608 - `key` is a canonical column name
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return out.cast(table.schema)
+
+
+def load_inputs(lake: Lake, start: date, end: date, context_days: int) -> Inputs:
+    """The range and its context from the lake; days not extracted yet are reported."""
+    window = _days(start - timedelta(days=context_days), end + timedelta(days=context_days))
+    in_range = set(_days(start, end))
+    missing: dict[str, list[date]] = {}
+    frames: dict[str, pa.Table] = {}
+    for name in BILLING_INPUTS:
+        spec = TABLES[name]
+        table, gaps = _read_days(lake, ("billing", name), window, spec.arrow_schema())
+        frames[name] = _latest(table, spec.column_names[0])
+        missing[f"billing/{name}"] = sorted(d for d in gaps if d in in_range)
+    lines, gaps = _read_days(lake, SETTLEMENT_LINES, window, SETTLEMENT_LINE_SCHEMA)
+    missing["settlements/lines"] = sorted(d for d in gaps if d in in_range)
+    return Inputs(
+        payments=frames["payments"],
+        invoices=frames["invoices"],
+        credit_notes=frames["credit_notes"],
+        lines=lines,
+        missing={k: v for k, v in missing.items() if v},
+    )
+
+
+@dataclass
+class RunOutcome:
+    result: ReconResult
+    exceptions: list[ReconException]  # as stored (statuses, first seen) unless a dry run
+    reports: dict[str, str]
+    missing: dict[str, list[date]]
+
+
+def run_reconciliation(
+    *,
+    lake: Lake,
+    store: ExceptionStore | None,
+    reports: Storage | None,
+    start: date,
+    end: date,
+    timezone: str,
+    config: EngineConfig,
+    run_id: str,
+    as_of: date | None = None,
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Reconcile [start, end]; `store`/`reports` None means a dry run (nothing persisted)."""
+    say = progress or (lambda _m: None)
+    inputs = load_inputs(lake, start, end, config.context_days)
+    for dataset, days in inputs.missing.items():
+        say(
+            f"{dataset}: {len(days)} day(s) of the range not in the lake "
+            f"({days[0]}..{days[-1]}); run the extraction/settlement load for them first"
+        )
+    say(
+        f"reconciling {start}..{end}: {inputs.payments.num_rows} billing payment(s) and "
+        f"{inputs.lines.num_rows} settlement line(s) with {config.context_days} day(s) of context"
+    )
+    result = reconcile(
+        inputs.payments,
+        inputs.lines,
+        inputs.invoices,
+        inputs.credit_notes,
+        start=start,
+        end=end,
+        as_of=as_of or end,
+        timezone=timezone,
+        config=config,
+        run_id=run_id,
+    )
+    exceptions: list[ReconException] = list(result.exceptions)
+    if store is not None:
+        exceptions = store.record_run(
+            run_id,
+            start,
+            end,
+            as_of or end,
+            config.gateways or result.summary.gateways,
+            result.exceptions,
+            result.summary.to_json(),
+        )
+    uris: dict[str, str] = {}
+    if reports is not None:
+        uris = write_reports(exceptions, result.summary, reports)
+        say(f"reports written to {reports.root}")
+    by_kind = ", ".join(f"{k} {n}" for k, n in result.summary.exceptions_by_kind.items())
+    say(f"{len(exceptions)} exception(s){': ' + by_kind if by_kind else ''}")
+    return RunOutcome(result, exceptions, uris, inputs.missing)
