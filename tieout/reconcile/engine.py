@@ -188,15 +188,17 @@ FROM (
 ) GROUP BY gateway, kind, ref
 """
 
-#: The payments a run must place in a bucket (see `reconcile`); `expected` lists, per gateway,
-#: the kinds its settlement files carry.
+#: The payments a run must place in a bucket (see `reconcile`): expected to settle (`expected`
+#: lists, per gateway, the kinds its settlement files carry), or named by a line, whether by
+#: reference or by a later pass (`matched_ids`).
 IN_SCOPE_SQL: Final = """
 SELECT p.currency, p.amt AS amount_minor
 FROM p LEFT JOIN k USING (gateway, kind, ref)
 WHERE p.day BETWEEN ? AND ?
   AND ((p.status = 'succeeded' AND EXISTS (
             SELECT 1 FROM expected e WHERE e.gateway = p.gateway AND e.kind = p.kind))
-       OR coalesce(k.nl, 0) > 0)
+       OR coalesce(k.nl, 0) > 0
+       OR p.payment_id IN (SELECT payment_id FROM matched_ids))
 """
 
 VERDICT_SQL: Final = """
@@ -524,17 +526,31 @@ class _Engine:
     # -- pass 2 and 3: unmatched rows ----------------------------------------------------------
 
     def unmatched(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Payments and payment lines that no reference joined (k: np = 0 or nl = 0)."""
+        """Payments and payment lines that no reference joined (k: np = 0 or nl = 0).
+
+        Keys with one payment (or one line) carry its id in `k`, so the rows are fetched by
+        id; only keys shared by several unmatched rows are joined on the key itself.
+        """
+        self.con.execute(
+            """CREATE TEMP TABLE lone AS
+               SELECT gateway, kind, ref, np, nl, payment_id, line_id FROM k
+               WHERE (nl = 0 AND np > 0) OR (np = 0 AND nl > 0)"""
+        )
         pays = self.rows(
-            """SELECT p.* FROM p LEFT JOIN k USING (gateway, kind, ref)
-               WHERE p.ref IS NULL OR k.nl = 0
+            """SELECT p.* FROM p
+               WHERE p.ref IS NULL
+                  OR p.payment_id IN (SELECT payment_id FROM lone WHERE nl = 0 AND np = 1)
+                  OR (p.gateway, p.kind, p.ref) IN (
+                         SELECT (gateway, kind, ref) FROM lone WHERE nl = 0 AND np > 1)
                ORDER BY created_at, payment_id"""
         )
         lns = self.rows(
-            """SELECT l.* FROM l LEFT JOIN k
-                   ON k.gateway = l.gateway AND k.kind = l.category AND k.ref = l.ref
+            """SELECT l.* FROM l
                WHERE l.category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
-                 AND (l.ref IS NULL OR k.np = 0)
+                 AND (l.ref IS NULL
+                      OR l.line_id IN (SELECT line_id FROM lone WHERE np = 0 AND nl = 1)
+                      OR (l.gateway, l.category, l.ref) IN (
+                             SELECT (gateway, kind, ref) FROM lone WHERE np = 0 AND nl > 1))
                ORDER BY occurred_at, source_file, source_row, line_id"""
         )
         return pays, lns
@@ -584,9 +600,10 @@ class _Engine:
             for p in pays
             if p["status"] == "succeeded" and self.config.expects(p["gateway"], p["kind"])
         ]
-        by_gk: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        # Indexed by what must be equal, so each line looks at its few candidates only.
+        by_amount: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
         for p in open_pays:
-            by_gk[(p["gateway"], p["kind"])].append(p)
+            by_amount[(p["gateway"], p["kind"], p["currency"], p["amt"])].append(p)
         for ln in lns:
             if not self.in_scope(ln["day"]):
                 continue
@@ -605,7 +622,18 @@ class _Engine:
                 batch_id=ln["batch_id"],
             )
             best: tuple[float, dict[str, Any]] | None = None
-            for p in by_gk.get((ln["gateway"], ln["category"]), []):
+            keys = [(ln["gateway"], ln["category"], ln["currency"], ln["gross_minor"])]
+            if ln["presentment_currency"] and ln["presentment_amount_minor"] is not None:
+                keys.append(
+                    (
+                        ln["gateway"],
+                        ln["category"],
+                        ln["presentment_currency"],
+                        ln["presentment_amount_minor"],
+                    )
+                )
+            candidates = [p for key in keys for p in by_amount.get(key, [])]
+            for p in candidates:
                 if self._comparable(p, ln) != p["amt"]:
                     continue
                 gap = abs((p["day"] - ln["day"]).days)
@@ -713,22 +741,49 @@ class _Engine:
     # -- pass 5: fees --------------------------------------------------------------------------
 
     def fees(self) -> None:
+        """Fees against the schedules, in SQL: only the lines off schedule come back."""
         schedules = self.config.fee_schedules
         if not schedules:
             return
+        rows = []
+        for gateway, sch in sorted(schedules.items()):
+            fixed = dict(sch.fixed_minor)
+            for cur in sorted(set(fixed) | {""}):
+                rows.append(
+                    {
+                        "gateway": gateway,
+                        "currency": cur,
+                        "bps": sch.percent_bps,
+                        "fx_bps": sch.fx_bps,
+                        "fixed": fixed.get(cur, 0),
+                        "tolerance": sch.tolerance_minor,
+                    }
+                )
+        self.con.register("sched", pa.Table.from_pylist(rows))
+        matched = [{"line_id": m.line_id, "payment_id": m.payment_id} for m in self.matches]
+        schema = pa.schema([("line_id", pa.string()), ("payment_id", pa.string())])
+        self.con.register("m_rule", pa.Table.from_pylist(matched, schema=schema))
+        # Half-up of |gross| x bps / 10000 in integers: (2 a b + 10000) // 20000.
         for ln in self.rows(
-            """SELECT * FROM l WHERE category = 'charge' AND list_contains(?, gateway)
-               ORDER BY line_id""",
-            [sorted(schedules)],
+            """WITH f AS (
+                   SELECT l.*, s.tolerance,
+                          (2 * abs(l.gross_minor)::HUGEINT
+                             * (s.bps + CASE WHEN l.presentment_currency IS NULL THEN 0
+                                             ELSE s.fx_bps END) + 10000) // 20000
+                          + coalesce(sc.fixed, 0) AS expected
+                   FROM l JOIN sched s ON s.gateway = l.gateway AND s.currency = ''
+                   LEFT JOIN sched sc ON sc.gateway = l.gateway AND sc.currency = l.currency
+                   WHERE l.category = 'charge' AND l.day BETWEEN ? AND ?)
+               SELECT f.*, f.expected::BIGINT AS exp, coalesce(v.payment_id, m.payment_id)
+                   AS matched_payment
+               FROM f LEFT JOIN v ON v.line_id = f.line_id AND v.verdict = 'matched'
+               LEFT JOIN m_rule m ON m.line_id = f.line_id
+               WHERE abs(f.fee_minor - f.expected) > f.tolerance
+               ORDER BY f.line_id""",
+            [self.start, self.end],
         ):
-            if not self.in_scope(ln["day"]):
-                continue
-            schedule = schedules[ln["gateway"]]
-            fx = ln["presentment_currency"] is not None
-            expected = schedule.expected(ln["gross_minor"], ln["currency"], fx)
+            expected = int(ln["exp"])
             diff = ln["fee_minor"] - expected
-            if abs(diff) <= schedule.tolerance_minor:
-                continue
             cur = ln["currency"]
             self.add(
                 "fee_variance",
@@ -739,19 +794,12 @@ class _Engine:
                 explanation=f"{ln['gateway']} charged a fee of {format_minor(ln['fee_minor'], cur)}"
                 f" on line {ln['line_id']} ({format_minor(ln['gross_minor'], cur)}); the "
                 f"configured schedule gives {format_minor(expected, cur)} (difference "
-                f"{format_minor(diff, cur)}, tolerance {schedule.tolerance_minor} minor units).",
+                f"{format_minor(diff, cur)}, tolerance {ln['tolerance']} minor units).",
                 day=ln["day"],
-                payment_id=self._payment_of(ln["line_id"]),
+                payment_id=ln["matched_payment"],
                 line_id=ln["line_id"],
                 batch_id=ln["batch_id"],
             )
-
-    def _payment_of(self, line_id: str) -> str | None:
-        if not hasattr(self, "_line_payment"):
-            self._line_payment = {m.line_id: m.payment_id for m in self.matches}
-            for r in self.rows("SELECT payment_id, line_id FROM v WHERE verdict = 'matched'"):
-                self._line_payment[r["line_id"]] = r["payment_id"]
-        return self._line_payment.get(line_id)
 
     # -- pass 6: invoices ----------------------------------------------------------------------
 
@@ -780,7 +828,17 @@ class _Engine:
                LEFT JOIN credit USING (invoice_id)
                LEFT JOIN p ON p.invoice_id = inv.invoice_id
                WHERE paid.touched
-               GROUP BY ALL ORDER BY inv.invoice_id""",
+               GROUP BY ALL
+               HAVING (inv.status = 'paid'
+                           AND coalesce(paid.received, 0)
+                               <> inv.total_minor - coalesce(credit.credited, 0))
+                   OR (inv.status IN ('void', 'uncollectible', 'draft')
+                           AND coalesce(paid.received, 0) <> 0)
+                   OR (inv.status = 'open'
+                           AND inv.total_minor - coalesce(credit.credited, 0) > 0
+                           AND coalesce(paid.received, 0)
+                               >= inv.total_minor - coalesce(credit.credited, 0))
+               ORDER BY inv.invoice_id""",
             [self.start, self.end],
         ):
             expected = r["total_minor"] - r["credited"]
@@ -910,13 +968,15 @@ def _conservation(
     out: dict[str, dict[str, int]] = {}
 
     def acc(table: pa.Table, amount: str, prefix: str, by_bucket: bool) -> None:
-        for row in table.select(
-            ["currency", amount, *(["bucket"] if by_bucket else [])]
-        ).to_pylist():
+        keys = ["currency", "bucket"] if by_bucket else ["currency"]
+        agg = table.group_by(keys, use_threads=False).aggregate(
+            [(amount, "sum"), (amount, "count")]
+        )
+        for row in agg.to_pylist():
             d = out.setdefault(row["currency"], defaultdict(int))
             name = f"{prefix}_{row['bucket']}" if by_bucket else f"{prefix}_input"
-            d[name + "_minor"] += row[amount]
-            d[name + "_count"] += 1
+            d[name + "_minor"] += row[f"{amount}_sum"] or 0
+            d[name + "_count"] += row[f"{amount}_count"]
 
     acc(p_in, "amount_minor", "payments", False)
     acc(pays, "amount_minor", "payments", True)
@@ -969,6 +1029,8 @@ def reconcile(
         # What went in, decided independently of the buckets: the payments of the range that
         # are expected to settle (succeeded, of a kind the gateway's files carry) or that a
         # line names, and every line of the range.
+        ids = sorted({m.payment_id for m in e.matches})
+        e.con.register("matched_ids", pa.table({"payment_id": pa.array(ids, pa.string())}))
         p_in = e.con.sql(IN_SCOPE_SQL, params=[start, end]).to_arrow_table()
         p_buckets = p_all.filter(pc.invert(pc.is_null(p_all.column("bucket"))))
         l_in = e.con.sql(
@@ -1012,19 +1074,37 @@ def summarize(
         return rows[(gateway, currency)]
 
     daily: dict[date, list[int]] = defaultdict(lambda: [0, 0])
-    for p in pays.select(["gateway", "currency", "amount_minor", "bucket", "day"]).to_pylist():
-        r = row(p["gateway"], p["currency"])
-        r.payments += 1
-        r.billed_minor += p["amount_minor"]
-        setattr(r, f"{p['bucket']}_payments", getattr(r, f"{p['bucket']}_payments") + 1)
-        setattr(r, f"{p['bucket']}_minor", getattr(r, f"{p['bucket']}_minor") + p["amount_minor"])
-        daily[p["day"]][0] += 1
-        daily[p["day"]][1] += p["bucket"] == "matched"
-    for ln in lns.select(["gateway", "currency", "category", "gross_minor"]).to_pylist():
-        r = row(ln["gateway"], ln["currency"])
-        r.lines += 1
-        if ln["category"] in PAYMENT_KINDS:  # money movements, not fees and payouts
-            r.settled_minor += ln["gross_minor"]
+    agg = pays.group_by(["gateway", "currency", "bucket"], use_threads=False).aggregate(
+        [("amount_minor", "sum"), ("amount_minor", "count")]
+    )
+    for a in agg.to_pylist():
+        r = row(a["gateway"], a["currency"])
+        n, money = a["amount_minor_count"], a["amount_minor_sum"] or 0
+        r.payments += n
+        r.billed_minor += money
+        setattr(r, f"{a['bucket']}_payments", getattr(r, f"{a['bucket']}_payments") + n)
+        setattr(r, f"{a['bucket']}_minor", getattr(r, f"{a['bucket']}_minor") + money)
+    matched = pc.equal(pays.column("bucket"), "matched")
+    by_day = (
+        pays.select(["day"])
+        .append_column("matched", pc.cast(matched, pa.int64()))
+        .group_by("day", use_threads=False)
+        .aggregate([("matched", "count"), ("matched", "sum")])
+    )
+    for a in by_day.to_pylist():
+        daily[a["day"]] = [a["matched_count"], a["matched_sum"] or 0]
+    is_payment = pc.is_in(lns.column("category"), pa.array(PAYMENT_KINDS))
+    settled = pc.if_else(is_payment, lns.column("gross_minor"), 0)
+    by_line = (
+        lns.select(["gateway", "currency"])
+        .append_column("settled", settled)
+        .group_by(["gateway", "currency"], use_threads=False)
+        .aggregate([("settled", "count"), ("settled", "sum")])
+    )
+    for a in by_line.to_pylist():
+        r = row(a["gateway"], a["currency"])
+        r.lines += a["settled_count"]
+        r.settled_minor += a["settled_sum"] or 0
     by_kind: dict[str, int] = defaultdict(int)
     by_age: dict[str, int] = {"0-7": 0, "8-30": 0, "31-60": 0, "60+": 0}
     for x in exceptions:
