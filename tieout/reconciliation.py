@@ -16,6 +16,7 @@ from typing import Final
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tieout.connectors.lake import Lake
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
@@ -125,6 +126,23 @@ def load_inputs(lake: Lake, start: date, end: date, context_days: int) -> Inputs
     )
 
 
+RECON_TABLES: Final = {
+    ("recon", "matches"): "match_table",
+    ("recon", "payments"): "payment_buckets",
+    ("recon", "lines"): "line_buckets",
+}
+
+
+def _write_partitions(lake: Lake, result: ReconResult, start: date, end: date) -> None:
+    """Persist every match and every row's bucket, one partition per business day."""
+    for dataset, attr in RECON_TABLES.items():
+        table: pa.Table = getattr(result, attr)
+        days = table.column("day")
+        for day in _days(start, end):
+            part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+            lake.write(dataset, day.isoformat(), part)
+
+
 @dataclass
 class RunOutcome:
     result: ReconResult
@@ -172,6 +190,7 @@ def run_reconciliation(
     )
     exceptions: list[ReconException] = list(result.exceptions)
     if store is not None:
+        _write_partitions(lake, result, start, end)
         exceptions = store.record_run(
             run_id,
             start,

@@ -115,19 +115,12 @@ class Match:
 @dataclass
 class ReconResult:
     exceptions: list[ReconException]
-    matches: list[Match]
+    matches: list[Match]  # made outside the bulk reference pass (splits, merges, merchant)
+    match_table: pa.Table  # every match: payment_id, line_id, gateway, rule, payment day
     payment_buckets: pa.Table  # payment_id, gateway, currency, amount_minor, day, bucket
     line_buckets: pa.Table  # line_id, gateway, currency, gross_minor, day, bucket
     summary: Summary
     conservation: dict[str, dict[str, int]]  # currency -> input/bucket totals
-
-
-@dataclass
-class _Rows:
-    """Residual rows as plain dicts, with where each ended up."""
-
-    bucket: dict[str, str] = field(default_factory=dict)
-    rule: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1044,9 +1037,35 @@ def reconcile(
         summary = summarize(
             run_id, start, end, as_of, p_buckets, l_buckets, in_scope, payout_counts
         )
+        extra = sorted(e.matches, key=lambda m: (m.payment_id, m.line_id))
+        e.con.register(
+            "extra_matches",
+            pa.Table.from_pylist(
+                [m.__dict__ for m in extra],
+                schema=pa.schema(
+                    [
+                        ("payment_id", pa.string()),
+                        ("line_id", pa.string()),
+                        ("gateway", pa.string()),
+                        ("rule", pa.string()),
+                    ]
+                ),
+            ),
+        )
+        match_table = e.con.sql(
+            """SELECT m.payment_id, m.line_id, m.gateway, m.rule, p.day
+               FROM (SELECT payment_id, line_id, gateway, 'reference' AS rule
+                     FROM v WHERE verdict = 'matched'
+                     UNION ALL SELECT * FROM extra_matches) m
+               JOIN p USING (payment_id)
+               WHERE p.day BETWEEN ? AND ?
+               ORDER BY m.payment_id, m.line_id""",
+            params=[start, end],
+        ).to_arrow_table()
         return ReconResult(
             exceptions=in_scope,
-            matches=sorted(e.matches, key=lambda m: (m.payment_id, m.line_id)),
+            matches=extra,
+            match_table=match_table,
             payment_buckets=p_buckets,
             line_buckets=l_buckets,
             summary=summary,
