@@ -97,7 +97,7 @@ def build_reconciliation_assets(
                 end=end,
                 timezone=timezone,
                 config=engine_config(settings, config.gateways or None),
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 progress=context.log.info,
             )
         finally:

@@ -231,10 +231,13 @@ class _Engine:
         self.con.register("pay_in", _with_day(payments, "created_at", timezone))
         self.con.register("line_in", _with_day(lines, "occurred_at", timezone))
         gateways = config.gateways
-        gf = "" if gateways is None else "AND list_contains(?, gateway)"
-        params: list[object] = [] if gateways is None else [list(gateways)]
-        self.con.execute(f"CREATE TEMP TABLE p AS {PAY_SQL.format(gateway_filter=gf)}", params)
-        self.con.execute(f"CREATE TEMP TABLE l AS {LINE_SQL.format(gateway_filter=gf)}", params)
+        gf = "" if gateways is None else "AND gateway IN (SELECT gateway FROM gateway_filter)"
+        self.con.register(
+            "gateway_filter", pa.table({"gateway": pa.array(list(gateways or []), pa.string())})
+        )
+        # Views, not copies: DuckDB scans the Arrow inputs in place, pass after pass.
+        self.con.execute(f"CREATE TEMP VIEW p AS {PAY_SQL.format(gateway_filter=gf)}")
+        self.con.execute(f"CREATE TEMP VIEW l AS {LINE_SQL.format(gateway_filter=gf)}")
         present = self.con.sql("SELECT DISTINCT gateway FROM p ORDER BY 1").fetchall()
         expected = [
             {"gateway": g, "kind": k}
