@@ -93,7 +93,9 @@ def test_reconcile_twice_keeps_resolutions_and_ids(tmp_path: Path) -> None:
         '[lake]\nroot = "lake"\n'
         '[settlements]\npath = "settle"\n'
         '[state]\nurl = "sqlite:///state.db"\n'
-        '[reports]\npath = "reports"\n',
+        '[reports]\npath = "reports"\n'
+        # a small demo with its injected discrepancies matches well under the 95% default
+        "[checks]\nmin_match_rate = 0.5\nwarn_match_rate = 0.9\n",
         encoding="utf-8",
     )
     made = invoke(
@@ -185,3 +187,42 @@ def test_nightly_close_schedule_closes_the_previous_business_day(tmp_path: Path)
         request = schedule.evaluate_tick(context).run_requests
     assert request is not None
     assert [r.partition_key for r in request] == ["2026-11-24"]
+
+
+def test_reconcile_stops_with_exit_2_when_a_blocking_check_fails(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    settings = tmp_path / "settings.toml"
+    settings.write_text(
+        "[billing]\n"
+        'url = "sqlite:///billing.db"\n'
+        f"partitions_start = {START.isoformat()}\n"
+        '[lake]\nroot = "lake"\n'
+        '[settlements]\npath = "settle"\n'
+        '[state]\nurl = "sqlite:///state.db"\n'
+        '[reports]\npath = "reports"\n',
+        encoding="utf-8",
+    )
+    made = invoke(
+        "demo-data", "--billing-url", "sqlite:///billing.db", "--start", START.isoformat(),
+        "--days", "10", "--customers", "40", "--settlements", "settle",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'billing.db'}")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE invoices SET total_minor = total_minor + 1 "
+                "WHERE substr(updated_at, 1, 10) = '2026-03-06'"
+            )
+        )
+    engine.dispose()
+    result = invoke(
+        "reconcile", "--config", str(settings), "--start", "2026-03-06", "--end", "2026-03-06"
+    )
+    assert result.exit_code == 2
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    assert "billing/invoices invoices_expectations" in errors[0]
+    assert "invoices_between_total_minus_parts" in errors[0]
+    assert not (tmp_path / "reports" / "exceptions.csv").exists()

@@ -214,15 +214,20 @@ def _run_job(
     if op_config:
         run_config["ops"] = {op: {"config": cfg} for op, cfg in op_config.items()}
     with instance:
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=run_config,
-            tags={
-                "dagster/asset_partition_range_start": start.isoformat(),
-                "dagster/asset_partition_range_end": end.isoformat(),
-            },
-            raise_on_error=True,
-        )
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                run_config=run_config,
+                tags={
+                    "dagster/asset_partition_range_start": start.isoformat(),
+                    "dagster/asset_partition_range_end": end.isoformat(),
+                },
+                raise_on_error=True,
+            )
+        except dg.DagsterError as exc:
+            if type(exc).__name__ != "DagsterAssetCheckFailedError":
+                raise
+            raise InputDataError(_failed_checks(instance)) from None
         for event in result.get_asset_materialization_events():
             mat = event.step_materialization_data.materialization
             if mat is None or mat.partition != start.isoformat():
@@ -238,6 +243,29 @@ def _run_job(
                     click.echo(f"{key.removeprefix('report/')}: {value.value}")
     _echo(f"done in {time.perf_counter() - t0:.1f}s")
     return bool(result.success)
+
+
+def _failed_checks(instance: Any) -> str:
+    """One line naming every failed blocking check of the last run, and what failed inside."""
+    run = instance.get_runs(limit=1)[0]
+    parts = []
+    for entry in instance.all_logs(run.run_id):
+        event = entry.dagster_event
+        if event is None or event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        ev = event.event_specific_data
+        if ev.passed or str(ev.severity.value) != "ERROR":
+            continue
+        failed = ev.metadata.get("failed")
+        names = sorted(failed.value) if failed is not None else []
+        parts.append(
+            f"{ev.asset_key.to_user_string()} {ev.check_name} ({', '.join(names) or 'see Dagster'})"
+        )
+    return (
+        "data checks failed, so nothing downstream of them ran: "
+        + "; ".join(parts)
+        + " (details and failing keys in the check metadata: `dagster dev`, or fix the data)"
+    )
 
 
 def _summary(md: Any, ndays: int) -> str:
@@ -312,6 +340,10 @@ def _demo_settings_toml(reports: str) -> str:
         "[reconciliation]",
         'finance_timezone = "UTC"',
         "settlement_window_days = 7",
+        "[checks]",
+        "# The demo injects discrepancies into a small data set on purpose: a lower floor.",
+        "min_match_rate = 0.5",
+        "warn_match_rate = 0.95",
     ]
     for gateway, fees in demo_fee_schedules().items():
         fixed = ", ".join(f"{c} = {v}" for c, v in dict(fees["fixed_minor"]).items())  # type: ignore[call-overload]

@@ -27,7 +27,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     rc = settings.reconciliation
     return dg.Definitions(
         assets=[
-            *build_billing_assets(partitions),
+            *build_billing_assets(partitions, settings.checks),
             *settlement_assets(partitions),
             *reconciliation_assets(partitions, settings),
         ],

@@ -4,16 +4,27 @@ No `from __future__ import annotations` here: Dagster reads the parameter annota
 """
 
 import warnings
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 
-from tieout.canonical import format_totals
-from tieout.extraction import DATASETS, USAGE_DAILY, ExtractOutcome, extract_dataset
+from tieout.canonical import day_windows, format_totals
+from tieout.checks.asset_checks import check_results, check_specs
+from tieout.checks.result import CheckResult
+from tieout.connectors.billing import BillingDatabase
+from tieout.connectors.lake import Lake
+from tieout.extraction import (
+    DATASETS,
+    USAGE_DAILY,
+    ExtractOutcome,
+    dataset_path,
+    extract_dataset,
+)
 from tieout.resources import BillingDatabaseResource, LakeResource
 from tieout.schema import TABLES
+from tieout.settings import ChecksSettings
 
 _DESCRIPTIONS = {
     "customers": "Customers changed on the business day (by updated_at).",
@@ -72,32 +83,92 @@ def outcome_metadata(outcome: ExtractOutcome) -> dict[str, Any]:
     return meta
 
 
+def billing_check_results(
+    name: str,
+    db: BillingDatabase,
+    lake: Lake,
+    days: list[date],
+    timezone: str,
+    settings: ChecksSettings,
+) -> list[CheckResult]:
+    """Check what landed in the lake for `days` (not what was meant to)."""
+    from tieout.checks.billing import billing_checks
+
+    spec = TABLES[name]
+    parts = [
+        lake.read(dataset_path(name), d.isoformat())
+        for d in days
+        if lake.exists(dataset_path(name), d.isoformat())
+    ]
+    table = pa.concat_tables(parts) if parts else spec.arrow_schema().empty_table()
+    windows = day_windows(days, timezone)
+    invoice_lines = None
+    if name == "invoices":
+        line_parts = [
+            lake.read(dataset_path("invoice_lines"), d.isoformat())
+            for d in days
+            if lake.exists(dataset_path("invoice_lines"), d.isoformat())
+        ]
+        invoice_lines = pa.concat_tables(line_parts) if line_parts else None
+    known = None
+    if name == "payments" and table.num_rows:
+        ids = set(table.column("payment_id").to_pylist())
+        originals = {o for o in table.column("original_payment_id").to_pylist() if o}
+        known = db.existing_keys("payments", sorted(originals - ids))
+    trailing = []
+    for i in range(1, settings.trailing_partitions + 1):
+        before = days[0] - timedelta(days=i)
+        if lake.exists(dataset_path(name), before.isoformat()):
+            trailing.append(lake.read(dataset_path(name), before.isoformat()).num_rows)
+    return billing_checks(
+        name,
+        table,
+        window=(windows[0][1], windows[-1][2]),
+        invoice_lines=invoice_lines,
+        known_payment_ids=known,
+        trailing_counts=trailing,
+        settings=settings,
+    )
+
+
 def build_billing_assets(
     partitions_def: dg.TimeWindowPartitionsDefinition,
+    checks: ChecksSettings | None = None,
 ) -> list[dg.AssetsDefinition]:
     timezone = partitions_def.timezone
+    checks = checks or ChecksSettings()
 
     def make(name: str) -> dg.AssetsDefinition:
+        key = ["billing", name]
+        checked = name in TABLES
+        deps = [dg.AssetKey(["billing", "invoice_lines"])] if name == "invoices" else []
+
         @dg.asset(
-            key=["billing", name],
+            key=key,
             group_name="billing",
             partitions_def=partitions_def,
             backfill_policy=dg.BackfillPolicy.single_run(),
             kinds={"sql", "parquet"},
             description=_DESCRIPTIONS[name],
+            check_specs=check_specs(key) if checked else None,
+            deps=deps,
         )
         def _asset(
             context: dg.AssetExecutionContext,
             billing_db: BillingDatabaseResource,
             lake: LakeResource,
-        ) -> dg.MaterializeResult[Any]:
+        ) -> dg.MaterializeResult:  # type: ignore[type-arg]
             days = [date.fromisoformat(k) for k in context.partition_keys]
             db = billing_db.open()
+            the_lake = lake.open()
+            results: list[CheckResult] = []
             try:
                 db.check([name] if name != USAGE_DAILY else ["usage_events"])
                 outcome = extract_dataset(
-                    db, lake.open(), name, days, timezone, progress=context.log.info
+                    db, the_lake, name, days, timezone, progress=context.log.info
                 )
+                if checked:
+                    results = billing_check_results(name, db, the_lake, days, timezone, checks)
             finally:
                 db.dispose()
             if outcome.quarantine.num_rows:
@@ -106,7 +177,13 @@ def build_billing_assets(
                     f"({len(set(outcome.quarantine.column('primary_key').to_pylist()))} row(s)); "
                     "see the quarantine_sample metadata and the _quarantine zone of the lake"
                 )
-            return dg.MaterializeResult(metadata=outcome_metadata(outcome))
+            for r in results:
+                if not r.passed:
+                    context.log.warning(f"check {r.name} failed: {r.failing} of {r.checked}")
+            return dg.MaterializeResult(
+                metadata=outcome_metadata(outcome),
+                check_results=check_results(key, results) if checked else None,
+            )
 
         return _asset
 

@@ -11,6 +11,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from tieout.checks.asset_checks import INTEGRITY, WARNINGS, check_results, check_specs
+from tieout.checks.reconciliation import reconciliation_checks
 from tieout.money import format_minor
 from tieout.reconcile.model import Summary
 from tieout.reconciliation import engine_config, run_reconciliation
@@ -18,6 +20,8 @@ from tieout.resources import LakeResource, ReportsResource, StateDatabaseResourc
 from tieout.settings import Settings
 
 RECON_GROUP = "reconciliation"
+RECON_KEY = ["recon", "exceptions"]
+RECON_CHECKS = (INTEGRITY, WARNINGS)
 
 
 class ReconcileConfig(dg.Config):
@@ -61,7 +65,7 @@ def build_reconciliation_assets(
     timezone = partitions_def.timezone
 
     @dg.asset(
-        key=["recon", "exceptions"],
+        key=RECON_KEY,
         group_name=RECON_GROUP,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -73,6 +77,7 @@ def build_reconciliation_assets(
             dg.AssetKey(["settlements", "payouts"]),
         ],
         kinds={"duckdb", "excel", "html"},
+        check_specs=check_specs(RECON_KEY, RECON_CHECKS),
         description="Billing payments tied out against gateway settlements for the business "
         "days of the run: matches, pending payments and exceptions (kept open, resolved or "
         "waived across runs), with the accountants' reports.",
@@ -83,7 +88,7 @@ def build_reconciliation_assets(
         lake: LakeResource,
         state_db: StateDatabaseResource,
         reports: ReportsResource,
-    ) -> dg.MaterializeResult[Any]:
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         start = date.fromisoformat(context.partition_keys[0])
         end = date.fromisoformat(context.partition_keys[-1])
         store = None if config.dry_run else state_db.exceptions()
@@ -100,9 +105,13 @@ def build_reconciliation_assets(
                 run_id=context.run.run_id,
                 progress=context.log.info,
             )
+            stored = store.list(status="open") if store is not None else []
         finally:
             if store is not None:
                 store.dispose()
+        results = reconciliation_checks(
+            outcome.result, stored=stored, as_of=end, settings=settings.checks
+        )
         summary = outcome.result.summary
         for dataset, days in outcome.missing.items():
             context.log.warning(f"{dataset} has no partition for {len(days)} day(s) of the range")
@@ -123,7 +132,9 @@ def build_reconciliation_assets(
             meta["missing_partitions"] = dg.MetadataValue.json(
                 {k: [d.isoformat() for d in v] for k, v in outcome.missing.items()}
             )
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(
+            metadata=meta, check_results=check_results(RECON_KEY, results, RECON_CHECKS)
+        )
 
     return [recon_exceptions]
 

@@ -5,17 +5,24 @@ No `from __future__ import annotations` here: Dagster reads the parameter annota
 """
 
 import warnings
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 
 from tieout.assets.billing import column_schema
+from tieout.checks.asset_checks import INTEGRITY, WARNINGS, check_results, check_specs
+from tieout.checks.settlements import settlement_checks
+from tieout.connectors.lake import Lake
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
 from tieout.money import format_minor
 from tieout.resources import LakeResource, SettlementSourceResource, StateDatabaseResource
 from tieout.settlements import (
     PAYOUT_SCHEMA,
+    PAYOUTS,
+    SETTLEMENT_LINES,
     LinesOutcome,
     ScanOutcome,
     StagedCache,
@@ -25,6 +32,16 @@ from tieout.settlements import (
 )
 
 SAMPLE = 20
+LINES_KEY = ["settlements", "lines"]
+PAYOUTS_KEY = ["settlements", "payouts"]
+LINES_CHECKS = (INTEGRITY, WARNINGS)
+
+
+def _read_days(
+    lake: Lake, dataset: tuple[str, str], keys: Sequence[str], schema: pa.Schema
+) -> pa.Table:
+    parts = [lake.read(dataset, k) for k in keys if lake.exists(dataset, k)]
+    return pa.concat_tables([p.cast(schema) for p in parts]) if parts else schema.empty_table()
 
 
 def _totals_md(outcomes: list[LinesOutcome]) -> str:
@@ -67,11 +84,12 @@ def build_settlement_assets(
     timezone = partitions_def.timezone
 
     @dg.asset(
-        key=["settlements", "lines"],
+        key=LINES_KEY,
         group_name="settlements",
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"csv", "parquet"},
+        check_specs=check_specs(LINES_KEY, LINES_CHECKS),
         description="Canonical gateway settlement lines whose movement happened on the "
         "business day, from every settlement file delivered so far (each file counted once; "
         "unreadable files quarantined with a reason).",
@@ -81,7 +99,7 @@ def build_settlement_assets(
         settlement_source: SettlementSourceResource,
         state_db: StateDatabaseResource,
         lake: LakeResource,
-    ) -> dg.MaterializeResult[Any]:
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         source, quarantine = settlement_source.open()
         state = state_db.open()
         the_lake = lake.open()
@@ -123,15 +141,22 @@ def build_settlement_assets(
         }
         if findings:
             meta["findings_sample"] = dg.MetadataValue.md(_findings_md(findings))
-        return dg.MaterializeResult(metadata=meta)
+        written = _read_days(
+            the_lake, SETTLEMENT_LINES, context.partition_keys, SETTLEMENT_LINE_SCHEMA
+        )
+        results = settlement_checks(written, quarantined_files=scan.count("quarantined"))
+        return dg.MaterializeResult(
+            metadata=meta, check_results=check_results(LINES_KEY, results, LINES_CHECKS)
+        )
 
     @dg.asset(
-        key=["settlements", "payouts"],
+        key=PAYOUTS_KEY,
         group_name="settlements",
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[settlement_lines],
         kinds={"parquet"},
+        check_specs=check_specs(PAYOUTS_KEY, (WARNINGS,)),
         description="Per payout/batch whose payout falls on the business day: its lines' "
         "totals, the payout, and whether they tie out (net to zero).",
     )
@@ -139,7 +164,7 @@ def build_settlement_assets(
         context: dg.AssetExecutionContext,
         state_db: StateDatabaseResource,
         lake: LakeResource,
-    ) -> dg.MaterializeResult[Any]:
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         state = state_db.open()
         the_lake = lake.open()
         try:
@@ -170,7 +195,15 @@ def build_settlement_assets(
                 for b in not_tied[:SAMPLE]
             ]
             meta["not_tied_out"] = dg.MetadataValue.md("\n".join(rows))
-        return dg.MaterializeResult(metadata=meta)
+        written = _read_days(the_lake, PAYOUTS, context.partition_keys, PAYOUT_SCHEMA)
+        results = [
+            r
+            for r in settlement_checks(SETTLEMENT_LINE_SCHEMA.empty_table(), written)
+            if r.dataset == "settlements/payouts"
+        ]
+        return dg.MaterializeResult(
+            metadata=meta, check_results=check_results(PAYOUTS_KEY, results, (WARNINGS,))
+        )
 
     return [settlement_lines, payouts]
 

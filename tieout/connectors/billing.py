@@ -9,7 +9,7 @@ dialect; the window bounds are bound parameters (SQLAlchemy) or literals built o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -190,6 +190,29 @@ class BillingDatabase:
         window = self._window_expr(window)
         order = self._q.quote(TABLES[table].primary_key)
         return f"SELECT * FROM ({select} WHERE {window} >= :start AND {window} < :end) AS w ORDER BY w.{order}"  # noqa: S608,E501
+
+    def existing_keys(self, table: str, keys: Sequence[str], chunk: int = 1000) -> set[str]:
+        """Which of `keys` exist as primary keys of `table` (through the mapping), e.g. the
+        originals refunds point at, which may lie outside any extracted window."""
+        if not keys:
+            return set()
+        select, _ = self._source_select(table)
+        pk = self._q.quote(TABLES[table].primary_key)
+        sql = sa.text(f"SELECT s.{pk} FROM ({select}) AS s WHERE s.{pk} IN :keys").bindparams(  # noqa: S608
+            sa.bindparam("keys", expanding=True)
+        )
+        found: set[str] = set()
+        wanted = sorted(set(keys))
+        try:
+            with self.engine.connect() as conn:
+                for i in range(0, len(wanted), chunk):
+                    rows = conn.execute(sql, {"keys": wanted[i : i + chunk]})
+                    found.update(str(r[0]) for r in rows)
+        except SQLAlchemyError as exc:
+            raise BillingDatabaseUnavailable(
+                f"billing database: looking up {table} keys failed ({_first_line(exc)})"
+            ) from None
+        return found
 
     def usage_daily_query(self) -> str:
         select, window = self._source_select("usage_events")
