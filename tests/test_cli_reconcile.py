@@ -74,6 +74,16 @@ def test_demo_runs_the_whole_chain_and_finds_exactly_the_answer_key(
     assert all(r["status"] == "open" for r in found)
     summary = json.loads((reports / "summary.json").read_text(encoding="utf-8"))
     assert summary["conservation_ok"] is True
+    # The validation summary: every upstream asset's checks and the reconciliation's own.
+    checked = {c["dataset"] for c in summary["checks"]}
+    assert {"billing/payments", "billing/invoices", "settlements/lines", "recon/exceptions"} <= (
+        checked
+    )
+    failed = {c["name"] for c in summary["checks"] if not c["passed"]}
+    assert failed == {"settlement_payouts_tie_out", "recon_match_rate_target"}
+    page = (reports / "report.html").read_text(encoding="utf-8")
+    assert "Data checks (" in page
+    assert "settlement_payouts_tie_out" in page
     assert sum(summary["exceptions_by_kind"].values()) == len(found)
     # The run is recorded in the demo's own Dagster instance, which the UI command points at.
     assert "DAGSTER_HOME" not in os.environ  # the demo does not leak its instance

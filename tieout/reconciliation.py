@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Final
+from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tieout.checks.asset_checks import group_of, recorded_results
+from tieout.checks.reconciliation import reconciliation_checks
+from tieout.checks.result import CheckResult
 from tieout.connectors.lake import Lake
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
 from tieout.connectors.storage import Storage
@@ -26,7 +29,7 @@ from tieout.reconcile.model import ReconException
 from tieout.reconcile.store import ExceptionStore
 from tieout.reports import write_reports
 from tieout.schema import TABLES
-from tieout.settings import PAYMENT_KINDS, Settings
+from tieout.settings import PAYMENT_KINDS, ChecksSettings, Settings
 from tieout.settlements import SETTLEMENT_LINES
 
 Progress = Callable[[str], None]
@@ -149,6 +152,16 @@ class RunOutcome:
     exceptions: list[ReconException]  # as stored (statuses, first seen) unless a dry run
     reports: dict[str, str]
     missing: dict[str, list[date]]
+    checks: list[CheckResult] = field(default_factory=list)  # the reconciliation's own
+
+
+#: The upstream assets whose recorded check results the report's validation summary shows.
+CHECKED_UPSTREAM: Final = (
+    *(("billing", name) for name in ("customers", "subscriptions", "invoices",
+                                     "invoice_lines", "payments", "credit_notes")),
+    ("settlements", "lines"),
+    ("settlements", "payouts"),
+)  # fmt: skip
 
 
 def run_reconciliation(
@@ -163,6 +176,7 @@ def run_reconciliation(
     run_id: str,
     as_of: date | None = None,
     progress: Progress | None = None,
+    checks_settings: ChecksSettings | None = None,
 ) -> RunOutcome:
     """Reconcile [start, end]; `store`/`reports` None means a dry run (nothing persisted)."""
     say = progress or (lambda _m: None)
@@ -189,6 +203,7 @@ def run_reconciliation(
         run_id=run_id,
     )
     exceptions: list[ReconException] = list(result.exceptions)
+    stored_open: list[Any] = []
     if store is not None:
         _write_partitions(lake, result, start, end)
         exceptions = store.record_run(
@@ -200,10 +215,31 @@ def run_reconciliation(
             result.exceptions,
             result.summary.to_json(),
         )
+        stored_open = store.list(status="open")
+    checks = reconciliation_checks(
+        result, stored=stored_open, as_of=as_of or end, settings=checks_settings or ChecksSettings()
+    )
+    result.summary.checks = [
+        *recorded_results(lake, CHECKED_UPSTREAM, _days(start, end)),
+        *(
+            {
+                "dataset": c.dataset,
+                "name": c.name,
+                "group": group_of(c),
+                "severity": c.severity,
+                "passed": c.passed,
+                "failing": c.failing,
+                "checked": c.checked,
+                "description": c.description,
+                "days": (end - start).days + 1,
+            }
+            for c in checks
+        ),
+    ]
     uris: dict[str, str] = {}
     if reports is not None:
         uris = write_reports(exceptions, result.summary, reports)
         say(f"reports written to {reports.root}")
     by_kind = ", ".join(f"{k} {n}" for k, n in result.summary.exceptions_by_kind.items())
     say(f"{len(exceptions)} exception(s){': ' + by_kind if by_kind else ''}")
-    return RunOutcome(result, exceptions, uris, inputs.missing)
+    return RunOutcome(result, exceptions, uris, inputs.missing, checks)

@@ -11,7 +11,7 @@ import dagster as dg
 import pyarrow as pa
 
 from tieout.canonical import day_windows, format_totals
-from tieout.checks.asset_checks import check_results, check_specs
+from tieout.checks.asset_checks import check_results, check_specs, record_results
 from tieout.checks.result import CheckResult
 from tieout.connectors.billing import BillingDatabase
 from tieout.connectors.lake import Lake
@@ -169,6 +169,7 @@ def build_billing_assets(
                 )
                 if checked:
                     results = billing_check_results(name, db, the_lake, days, timezone, checks)
+                    record_results(the_lake, key, days, results)
             finally:
                 db.dispose()
             if outcome.quarantine.num_rows:

@@ -12,7 +12,6 @@ import dagster as dg
 from pydantic import Field
 
 from tieout.checks.asset_checks import INTEGRITY, WARNINGS, check_results, check_specs
-from tieout.checks.reconciliation import reconciliation_checks
 from tieout.money import format_minor
 from tieout.reconcile.model import Summary
 from tieout.reconciliation import engine_config, run_reconciliation
@@ -104,14 +103,12 @@ def build_reconciliation_assets(
                 config=engine_config(settings, config.gateways or None),
                 run_id=context.run.run_id,
                 progress=context.log.info,
+                checks_settings=settings.checks,
             )
-            stored = store.list(status="open") if store is not None else []
         finally:
             if store is not None:
                 store.dispose()
-        results = reconciliation_checks(
-            outcome.result, stored=stored, as_of=end, settings=settings.checks
-        )
+        results = outcome.checks
         summary = outcome.result.summary
         for dataset, days in outcome.missing.items():
             context.log.warning(f"{dataset} has no partition for {len(days)} day(s) of the range")

@@ -13,7 +13,13 @@ import dagster as dg
 import pyarrow as pa
 
 from tieout.assets.billing import column_schema
-from tieout.checks.asset_checks import INTEGRITY, WARNINGS, check_results, check_specs
+from tieout.checks.asset_checks import (
+    INTEGRITY,
+    WARNINGS,
+    check_results,
+    check_specs,
+    record_results,
+)
 from tieout.checks.settlements import settlement_checks
 from tieout.connectors.lake import Lake
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
@@ -35,6 +41,10 @@ SAMPLE = 20
 LINES_KEY = ["settlements", "lines"]
 PAYOUTS_KEY = ["settlements", "payouts"]
 LINES_CHECKS = (INTEGRITY, WARNINGS)
+
+
+def _days(keys: Sequence[str]) -> list[date]:
+    return [date.fromisoformat(k) for k in keys]
 
 
 def _read_days(
@@ -145,6 +155,7 @@ def build_settlement_assets(
             the_lake, SETTLEMENT_LINES, context.partition_keys, SETTLEMENT_LINE_SCHEMA
         )
         results = settlement_checks(written, quarantined_files=scan.count("quarantined"))
+        record_results(the_lake, LINES_KEY, _days(context.partition_keys), results)
         return dg.MaterializeResult(
             metadata=meta, check_results=check_results(LINES_KEY, results, LINES_CHECKS)
         )
@@ -201,6 +212,7 @@ def build_settlement_assets(
             for r in settlement_checks(SETTLEMENT_LINE_SCHEMA.empty_table(), written)
             if r.dataset == "settlements/payouts"
         ]
+        record_results(the_lake, PAYOUTS_KEY, _days(context.partition_keys), results)
         return dg.MaterializeResult(
             metadata=meta, check_results=check_results(PAYOUTS_KEY, results, (WARNINGS,))
         )

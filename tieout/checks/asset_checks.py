@@ -11,11 +11,14 @@ No `from __future__ import annotations` here: Dagster inspects these objects at 
 """
 
 from collections.abc import Iterable, Sequence
+from datetime import date
 from typing import Any, Final
 
 import dagster as dg
+import pyarrow as pa
 
 from tieout.checks.result import CheckResult
+from tieout.connectors.lake import Lake
 
 EXPECTATIONS: Final = "expectations"
 INTEGRITY: Final = "integrity"
@@ -94,3 +97,65 @@ def check_results(
             )
         )
     return out
+
+
+#: Where each asset leaves its check results, so the reconciliation's report can show them.
+CHECKS_ZONE: Final = "_checks"
+RESULT_SCHEMA: Final = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("name", pa.string()),
+        ("group", pa.string()),
+        ("severity", pa.string()),
+        ("passed", pa.bool_()),
+        ("failing", pa.int64()),
+        ("checked", pa.int64()),
+        ("description", pa.string()),
+    ]
+)
+
+
+def record_results(
+    lake: Lake, asset_key: Sequence[str], days: Sequence[date], results: Sequence[CheckResult]
+) -> None:
+    """The results of a run, stored under every business day it covered (replacing older)."""
+    table = pa.Table.from_pylist(
+        [
+            {
+                "dataset": r.dataset,
+                "name": r.name,
+                "group": group_of(r),
+                "severity": r.severity,
+                "passed": r.passed,
+                "failing": r.failing,
+                "checked": r.checked,
+                "description": r.description,
+            }
+            for r in results
+        ],
+        schema=RESULT_SCHEMA,
+    )
+    for day in days:
+        lake.write(tuple(asset_key), day.isoformat(), table, zone=CHECKS_ZONE)
+
+
+def recorded_results(
+    lake: Lake, asset_keys: Iterable[Sequence[str]], days: Sequence[date]
+) -> list[dict[str, Any]]:
+    """Per check over `days`: passed when it passed every day; failing rows added up."""
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for key in asset_keys:
+        for day in days:
+            if not lake.exists(tuple(key), day.isoformat(), zone=CHECKS_ZONE):
+                continue
+            table = lake.read(tuple(key), day.isoformat(), zone=CHECKS_ZONE)
+            for row in table.to_pylist():
+                k = (row["dataset"], row["name"])
+                if k not in acc:
+                    acc[k] = {**row, "days": 0, "failing": 0, "checked": 0, "passed": True}
+                a = acc[k]
+                a["days"] += 1
+                a["failing"] += row["failing"]
+                a["checked"] += row["checked"]
+                a["passed"] = a["passed"] and row["passed"]
+    return [acc[k] for k in sorted(acc)]

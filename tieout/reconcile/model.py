@@ -169,6 +169,9 @@ class Summary:
     daily: list[dict[str, Any]]  # {"day": iso, "payments": n, "matched": n, "match_rate": r}
     conservation_ok: bool
     totals: dict[str, Any] = field(default_factory=dict)
+    #: The validation summary: every data check that ran over the range (dataset, name,
+    #: group, severity, passed, failing, checked, description).
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -203,4 +206,5 @@ class Summary:
             "daily": self.daily,
             "conservation_ok": self.conservation_ok,
             "totals": self.totals,
+            "checks": self.checks,
         }

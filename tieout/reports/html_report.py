@@ -90,9 +90,53 @@ def render_html(exceptions: Sequence[ReconException], summary: Summary) -> str:
         ),
         "</div></div>",
         _open_table(exceptions, summary),
+        _checks_table(summary.checks),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _checks_table(checks: Sequence[dict[str, Any]]) -> str:
+    """The validation summary: which checks ran over the range, which failed."""
+    if not checks:
+        return ""
+    failed = sum(1 for c in checks if not c["passed"])
+    head = (
+        f"<h2>Data checks ({len(checks)} run, {failed} failed)</h2>"
+        '<div class="wrap"><table><thead><tr>'
+        + "".join(
+            _th(h, cls)
+            for h, cls in (
+                ("Dataset", ""),
+                ("Check", ""),
+                ("Kind", ""),
+                ("Severity", ""),
+                ("Result", ""),
+                ("Failing", "num"),
+                ("Checked", "num"),
+                ("What it checks", ""),
+            )
+        )
+        + "</tr></thead><tbody>"
+    )
+    rows = []
+    for c in sorted(checks, key=lambda c: (c["passed"], c["dataset"], c["name"])):
+        result = (
+            '<span class="ok">passed</span>' if c["passed"] else '<span class="bad">failed</span>'
+        )
+        rows.append(
+            "<tr>"
+            + _td(c["dataset"])
+            + _td(c["name"], "id")
+            + _td(c.get("group", ""))
+            + _td(c["severity"])
+            + f"<td>{result}</td>"
+            + _td(str(c["failing"]), "num")
+            + _td(str(c["checked"]), "num")
+            + _td(c.get("description", ""))
+            + "</tr>"
+        )
+    return head + "".join(rows) + "</tbody></table></div>"
 
 
 def _summary_table(summary: Summary) -> str:
