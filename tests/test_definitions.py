@@ -182,3 +182,15 @@ def test_materialize_one_partition_into_an_s3_lake(tmp_path: Path, s3_endpoint: 
         ).scalar_one()
     engine.dispose()
     assert table.num_rows == expected > 0
+
+
+def test_every_asset_has_blocking_correctness_checks(tmp_path: Path) -> None:
+    """Every asset carries checks the UI shows; correctness checks block what is downstream."""
+    defs = build_definitions(_settings(tmp_path, "sqlite:///x.db"))
+    for asset in defs.assets or []:
+        assert isinstance(asset, dg.AssetsDefinition)
+        specs = list(asset.check_specs)
+        assert specs, asset.key
+        blocking = {s.name for s in specs if s.blocking}
+        assert any(n.endswith("_integrity") for n in blocking), (asset.key, blocking)
+        assert all(not s.blocking for s in specs if s.name.endswith("_warnings"))

@@ -330,3 +330,38 @@ def test_window_accepts_any_utc_offset(demo: DemoData) -> None:
     end = start + timedelta(days=30)
     r = by_name(billing_checks("payments", demo.to_arrow("payments"), window=(start, end)))
     assert r[check_name("payments", IN_WINDOW)].passed
+
+
+def test_usage_checks_pass_on_demo_aggregates_and_fail_on_bad_rows() -> None:
+    from decimal import Decimal
+
+    from tieout.checks.billing import (
+        USAGE_KEYS_PRESENT,
+        USAGE_QUANTITY_NOT_NEGATIVE,
+        usage_checks,
+    )
+    from tieout.schema import USAGE_DAILY_SCHEMA
+
+    good = pa.Table.from_pylist(
+        [
+            {"usage_date": date(2026, 3, 1), "customer_id": "cus_1", "subscription_id": "sub_1",
+             "metric": "api_calls", "quantity": Decimal("12"), "event_count": 3},
+        ],
+        schema=USAGE_DAILY_SCHEMA,
+    )  # fmt: skip
+    assert all(r.passed for r in usage_checks(good))
+    bad = pa.Table.from_pylist(
+        [
+            {"usage_date": date(2026, 3, 1), "customer_id": None, "subscription_id": "sub_1",
+             "metric": "api_calls", "quantity": Decimal("1"), "event_count": 1},
+            {"usage_date": date(2026, 3, 1), "customer_id": "cus_2", "subscription_id": "sub_2",
+             "metric": "storage_gb", "quantity": Decimal("-0.5"), "event_count": 1},
+        ],
+        schema=pa.schema([f.with_nullable(True) for f in USAGE_DAILY_SCHEMA]),
+    )  # fmt: skip
+    results = {r.name: r for r in usage_checks(bad)}
+    assert not results[USAGE_KEYS_PRESENT].passed
+    assert results[USAGE_KEYS_PRESENT].failing == 1
+    assert results[USAGE_KEYS_PRESENT].severity == "error"
+    assert not results[USAGE_QUANTITY_NOT_NEGATIVE].passed
+    assert results[USAGE_QUANTITY_NOT_NEGATIVE].sample == ("2026-03-01/cus_2/storage_gb",)

@@ -567,3 +567,34 @@ def test_two_million_lines() -> None:
 def test_known_currencies_only_upper_case() -> None:
     """The table the currency check reads is ISO 4217, upper case."""
     assert all(code == code.upper() and len(code) == 3 for code in CURRENCY_EXPONENTS)
+
+
+def test_payouts_view_consistency_catches_a_wrong_difference_or_flag() -> None:
+    from tieout.checks.settlements import PAYOUTS_CONSISTENT, payouts_consistent
+    from tieout.settlements import PAYOUT_SCHEMA
+
+    def row(
+        batch: str, net: int, payout: int, diff: int, has: bool, ties: bool
+    ) -> dict[str, object]:
+        return {
+            "gateway": "stripe", "batch_id": batch, "currency": "USD",
+            "payout_day": date(2026, 3, 2), "lines": 2, "gross_minor": net, "fee_minor": 0,
+            "net_minor": net, "payout_minor": payout, "difference_minor": diff,
+            "has_payout": has, "ties_out": ties,
+        }  # fmt: skip
+
+    good = pa.Table.from_pylist(
+        [row("po_1", 100, -100, 0, True, True), row("po_2", 100, -90, 10, True, False),
+         row("2026-03-02", 50, 0, 50, False, False)],
+        schema=PAYOUT_SCHEMA,
+    )  # fmt: skip
+    assert payouts_consistent(good).passed
+    bad = pa.Table.from_pylist(
+        [row("po_1", 100, -100, 5, True, False), row("po_2", 100, -90, 10, True, True)],
+        schema=PAYOUT_SCHEMA,
+    )  # fmt: skip
+    result = payouts_consistent(bad)
+    assert result.name == PAYOUTS_CONSISTENT
+    assert result.severity == "error"
+    assert result.failing == 2
+    assert result.sample == ("stripe/po_1 (USD)", "stripe/po_2 (USD)")

@@ -11,7 +11,14 @@ import dagster as dg
 import pyarrow as pa
 
 from tieout.canonical import day_windows, format_totals
-from tieout.checks.asset_checks import check_results, check_specs, record_results
+from tieout.checks.asset_checks import (
+    GROUPS,
+    INTEGRITY,
+    WARNINGS,
+    check_results,
+    check_specs,
+    record_results,
+)
 from tieout.checks.result import CheckResult
 from tieout.connectors.billing import BillingDatabase
 from tieout.connectors.lake import Lake
@@ -23,7 +30,7 @@ from tieout.extraction import (
     extract_dataset,
 )
 from tieout.resources import BillingDatabaseResource, LakeResource
-from tieout.schema import TABLES
+from tieout.schema import TABLES, USAGE_DAILY_SCHEMA
 from tieout.settings import ChecksSettings
 
 _DESCRIPTIONS = {
@@ -83,6 +90,16 @@ def outcome_metadata(outcome: ExtractOutcome) -> dict[str, Any]:
     return meta
 
 
+def _trailing(lake: Lake, name: str, days: list[date], settings: ChecksSettings) -> list[int]:
+    """Row counts of the partitions just before the run's first day."""
+    out = []
+    for i in range(1, settings.trailing_partitions + 1):
+        before = days[0] - timedelta(days=i)
+        if lake.exists(dataset_path(name), before.isoformat()):
+            out.append(lake.read(dataset_path(name), before.isoformat()).num_rows)
+    return out
+
+
 def billing_check_results(
     name: str,
     db: BillingDatabase,
@@ -92,8 +109,17 @@ def billing_check_results(
     settings: ChecksSettings,
 ) -> list[CheckResult]:
     """Check what landed in the lake for `days` (not what was meant to)."""
-    from tieout.checks.billing import billing_checks
+    from tieout.checks.billing import billing_checks, usage_checks
 
+    if name == USAGE_DAILY:
+        parts = [
+            lake.read(dataset_path(name), d.isoformat())
+            for d in days
+            if lake.exists(dataset_path(name), d.isoformat())
+        ]
+        usage = pa.concat_tables(parts) if parts else USAGE_DAILY_SCHEMA.empty_table()
+        return usage_checks(usage, trailing_counts=_trailing(lake, name, days, settings),
+                            settings=settings)  # fmt: skip
     spec = TABLES[name]
     parts = [
         lake.read(dataset_path(name), d.isoformat())
@@ -115,11 +141,7 @@ def billing_check_results(
         ids = set(table.column("payment_id").to_pylist())
         originals = {o for o in table.column("original_payment_id").to_pylist() if o}
         known = db.existing_keys("payments", sorted(originals - ids))
-    trailing = []
-    for i in range(1, settings.trailing_partitions + 1):
-        before = days[0] - timedelta(days=i)
-        if lake.exists(dataset_path(name), before.isoformat()):
-            trailing.append(lake.read(dataset_path(name), before.isoformat()).num_rows)
+    trailing = _trailing(lake, name, days, settings)
     return billing_checks(
         name,
         table,
@@ -140,7 +162,7 @@ def build_billing_assets(
 
     def make(name: str) -> dg.AssetsDefinition:
         key = ["billing", name]
-        checked = name in TABLES
+        groups = (INTEGRITY, WARNINGS) if name == USAGE_DAILY else GROUPS
         deps = [dg.AssetKey(["billing", "invoice_lines"])] if name == "invoices" else []
 
         @dg.asset(
@@ -150,7 +172,7 @@ def build_billing_assets(
             backfill_policy=dg.BackfillPolicy.single_run(),
             kinds={"sql", "parquet"},
             description=_DESCRIPTIONS[name],
-            check_specs=check_specs(key) if checked else None,
+            check_specs=check_specs(key, groups),
             deps=deps,
         )
         def _asset(
@@ -167,9 +189,8 @@ def build_billing_assets(
                 outcome = extract_dataset(
                     db, the_lake, name, days, timezone, progress=context.log.info
                 )
-                if checked:
-                    results = billing_check_results(name, db, the_lake, days, timezone, checks)
-                    record_results(the_lake, key, days, results)
+                results = billing_check_results(name, db, the_lake, days, timezone, checks)
+                record_results(the_lake, key, days, results)
             finally:
                 db.dispose()
             if outcome.quarantine.num_rows:
@@ -183,7 +204,7 @@ def build_billing_assets(
                     context.log.warning(f"check {r.name} failed: {r.failing} of {r.checked}")
             return dg.MaterializeResult(
                 metadata=outcome_metadata(outcome),
-                check_results=check_results(key, results) if checked else None,
+                check_results=check_results(key, results, groups),
             )
 
         return _asset

@@ -20,7 +20,7 @@ from tieout.checks.asset_checks import (
     check_specs,
     record_results,
 )
-from tieout.checks.settlements import settlement_checks
+from tieout.checks.settlements import payouts_consistent, settlement_checks
 from tieout.connectors.lake import Lake
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
 from tieout.money import format_minor
@@ -41,6 +41,7 @@ SAMPLE = 20
 LINES_KEY = ["settlements", "lines"]
 PAYOUTS_KEY = ["settlements", "payouts"]
 LINES_CHECKS = (INTEGRITY, WARNINGS)
+PAYOUTS_CHECKS = (INTEGRITY, WARNINGS)
 
 
 def _days(keys: Sequence[str]) -> list[date]:
@@ -167,7 +168,7 @@ def build_settlement_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[settlement_lines],
         kinds={"parquet"},
-        check_specs=check_specs(PAYOUTS_KEY, (WARNINGS,)),
+        check_specs=check_specs(PAYOUTS_KEY, PAYOUTS_CHECKS),
         description="Per payout/batch whose payout falls on the business day: its lines' "
         "totals, the payout, and whether they tie out (net to zero).",
     )
@@ -212,9 +213,10 @@ def build_settlement_assets(
             for r in settlement_checks(SETTLEMENT_LINE_SCHEMA.empty_table(), written)
             if r.dataset == "settlements/payouts"
         ]
+        results.append(payouts_consistent(written))
         record_results(the_lake, PAYOUTS_KEY, _days(context.partition_keys), results)
         return dg.MaterializeResult(
-            metadata=meta, check_results=check_results(PAYOUTS_KEY, results, (WARNINGS,))
+            metadata=meta, check_results=check_results(PAYOUTS_KEY, results, PAYOUTS_CHECKS)
         )
 
     return [settlement_lines, payouts]

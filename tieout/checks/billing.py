@@ -428,3 +428,55 @@ def billing_checks(
         results.append(in_window(name, table, window))
     results.append(row_count(name, table.num_rows, trailing_counts, settings))
     return results
+
+
+USAGE_KEYS_PRESENT: Final = "usage_daily_keys_present"
+USAGE_QUANTITY_NOT_NEGATIVE: Final = "usage_daily_quantity_not_negative"
+
+
+def usage_checks(
+    table: pa.Table,
+    *,
+    trailing_counts: Sequence[int] = (),
+    settings: ChecksSettings = _DEFAULT_SETTINGS,
+) -> list[CheckResult]:
+    """The daily usage aggregates: every row names its customer, subscription and metric (or it
+    cannot be billed), and quantities are not negative (metered usage only grows)."""
+    dataset = "billing/usage_daily"
+    keys = ("customer_id", "subscription_id", "metric")
+    missing = pc.or_kleene(
+        pc.or_kleene(pc.is_null(table.column(keys[0])), pc.is_null(table.column(keys[1]))),
+        pc.is_null(table.column(keys[2])),
+    )
+    qty = pc.cast(table.column("quantity"), pa.decimal128(38, 9))
+    negative = pc.fill_null(pc.less(qty, pa.scalar(0, pa.decimal128(38, 9))), False)
+
+    def sample_of(flags: pa.ChunkedArray) -> tuple[str, ...]:
+        rows = table.filter(flags).slice(0, 20).to_pylist()
+        return tuple(f"{r['usage_date']}/{r['customer_id']}/{r['metric']}" for r in rows)
+
+    n_missing = _count(missing)
+    n_negative = _count(negative)
+    return [
+        CheckResult(
+            name=USAGE_KEYS_PRESENT,
+            dataset=dataset,
+            passed=n_missing == 0,
+            severity="error",
+            description="Every usage aggregate names its customer, subscription and metric.",
+            failing=n_missing,
+            checked=table.num_rows,
+            sample=sample_of(missing) if n_missing else (),
+        ),
+        CheckResult(
+            name=USAGE_QUANTITY_NOT_NEGATIVE,
+            dataset=dataset,
+            passed=n_negative == 0,
+            severity="error",
+            description="Usage quantities are not negative.",
+            failing=n_negative,
+            checked=table.num_rows,
+            sample=sample_of(negative) if n_negative else (),
+        ),
+        row_count("usage_daily", table.num_rows, trailing_counts, settings),
+    ]

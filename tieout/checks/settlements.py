@@ -16,8 +16,9 @@ from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tieout.checks.result import SAMPLE_SIZE, CheckResult
+from tieout.checks.result import SAMPLE_SIZE, CheckResult, sample
 from tieout.connectors.settlements.base import CATEGORIES
 from tieout.errors import InputDataError
 from tieout.money import CURRENCY_EXPONENTS, format_minor
@@ -538,4 +539,35 @@ def _quarantine_check(quarantined_files: int) -> CheckResult:
         "then fix or replace the file.",
         failing=max(quarantined_files, 0),
         details=details,
+    )
+
+
+PAYOUTS_CONSISTENT: Final = "settlement_payouts_consistent"
+
+
+def payouts_consistent(payouts: pa.Table) -> CheckResult:
+    """The payouts view adds up: difference = lines' net + payout, and a batch ties out exactly
+    when it has a payout and no difference. A failure means the view itself is wrong."""
+    diff = pc.subtract(
+        payouts.column("difference_minor"),
+        pc.add(payouts.column("net_minor"), payouts.column("payout_minor")),
+    )
+    wrong_diff = pc.not_equal(diff, 0)
+    should_tie = pc.and_(
+        payouts.column("has_payout"), pc.equal(payouts.column("difference_minor"), 0)
+    )
+    wrong_flag = pc.not_equal(should_tie, payouts.column("ties_out"))
+    bad = pc.fill_null(pc.or_(wrong_diff, wrong_flag), True)
+    failing = int(pc.sum(pc.cast(bad, pa.int64())).as_py() or 0)
+    rows = payouts.filter(bad).slice(0, SAMPLE_SIZE).to_pylist() if failing else []
+    return CheckResult(
+        name=PAYOUTS_CONSISTENT,
+        dataset=PAYOUTS_DATASET,
+        passed=failing == 0,
+        severity="error",
+        description="Each batch's difference is its lines' net plus its payout, and it ties "
+        "out exactly when it was paid out with no difference.",
+        failing=failing,
+        checked=payouts.num_rows,
+        sample=sample(f"{r['gateway']}/{r['batch_id']} ({r['currency']})" for r in rows),
     )
