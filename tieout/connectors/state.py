@@ -79,7 +79,12 @@ class FileRecord:
     registered_at: datetime
 
 
-class StateDatabase:
+class StateTables:
+    """One connection to tieout's state database and the tables a subclass keeps there:
+    created on first use, in `schema` on Postgres (SQLite has none)."""
+
+    _md: sa.MetaData
+
     def __init__(self, url: str, schema: str | None = "tieout") -> None:
         try:
             self.engine = sa.create_engine(url)
@@ -91,7 +96,6 @@ class StateDatabase:
             if db and db != ":memory:":
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
         self.schema = schema
-        self._md, self.files, self.sightings = _metadata(schema)
         self._ready = False
 
     def dispose(self) -> None:
@@ -110,6 +114,14 @@ class StateDatabase:
                 f"state database unreachable ({type(exc.orig).__name__}); check state.url"
             ) from None
         self._ready = True
+
+
+class StateDatabase(StateTables):
+    """The registry of settlement files."""
+
+    def __init__(self, url: str, schema: str | None = "tieout") -> None:
+        super().__init__(url, schema)
+        self._md, self.files, self.sightings = _metadata(self.schema)
 
     def get(self, sha256: str) -> FileRecord | None:
         self.ensure()

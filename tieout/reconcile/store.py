@@ -27,14 +27,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from tieout.connectors.state import StateDatabaseUnavailable
-from tieout.errors import ConfigError, InputDataError
+from tieout.connectors.state import StateTables
+from tieout.errors import InputDataError
 from tieout.money import format_minor
 from tieout.reconcile.model import EXCEPTION_KINDS, STATUSES, ReconException
 
@@ -141,44 +139,18 @@ _FINDING_COLUMNS: Final[tuple[str, ...]] = (
 _STORED_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(StoredException))
 
 
-class ExceptionStore:
+class ExceptionStore(StateTables):
     def __init__(self, url: str, schema: str | None = "tieout") -> None:
-        try:
-            self.engine = sa.create_engine(url)
-        except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-            raise ConfigError(f"state.url: not a usable SQLAlchemy URL ({exc})") from None
+        super().__init__(url, schema)
         if self.engine.dialect.name == "sqlite":
-            schema = None
-            db = self.engine.url.database
-            if db and db != ":memory:":
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
             _sqlite_transactions(self.engine)
-        self.schema = schema
-        self._md, self.runs, self.exceptions, self.events = _metadata(schema)
+        self._md, self.runs, self.exceptions, self.events = _metadata(self.schema)
         # Postgres: one lock per schema, held to the end of a writing transaction.
         self._lock_key = int.from_bytes(
-            hashlib.sha256(f"tieout.recon_exceptions:{schema}".encode()).digest()[:8],
+            hashlib.sha256(f"tieout.recon_exceptions:{self.schema}".encode()).digest()[:8],
             "big",
             signed=True,
         )
-        self._ready = False
-
-    def dispose(self) -> None:
-        self.engine.dispose()
-
-    def ensure(self) -> None:
-        if self._ready:
-            return
-        try:
-            with self.engine.begin() as conn:
-                if self.schema:
-                    conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
-                self._md.create_all(conn, checkfirst=True)
-        except OperationalError as exc:
-            raise StateDatabaseUnavailable(
-                f"state database unreachable ({type(exc.orig).__name__}); check state.url"
-            ) from None
-        self._ready = True
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
