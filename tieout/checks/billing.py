@@ -277,11 +277,14 @@ def payments_original_exists(
 
     def run() -> CheckResult:
         has = _has_original(table)
-        ids = _column(table, "payment_id").drop_null().combine_chunks().cast(pa.string())
         known = pa.array(sorted(set(known_payment_ids or ())), pa.string())
-        universe = pa.concat_arrays([ids, known]) if len(known) else ids
         original = _column(table, "original_payment_id")
-        found = pc.fill_null(pc.is_in(original, value_set=universe), False)
+        # Hash the few originals, not the many ids: scan the ids once against that small set.
+        wanted = pc.unique(original.filter(has)).cast(pa.string())
+        ids = _column(table, "payment_id").cast(pa.string())
+        present = pc.unique(ids.filter(pc.fill_null(pc.is_in(ids, value_set=wanted), False)))
+        found_ids = pa.concat_arrays([present, known]) if len(known) else present
+        found = pc.fill_null(pc.is_in(original, value_set=found_ids), False)
         dangling = pc.and_(has, pc.invert(found))
         failing = _count(dangling)
         keys: tuple[str, ...] = ()
