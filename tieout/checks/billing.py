@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -279,13 +280,24 @@ def payments_original_exists(
         has = _has_original(table)
         known = pa.array(sorted(set(known_payment_ids or ())), pa.string())
         original = _column(table, "original_payment_id")
-        # Hash the few originals, not the many ids: scan the ids once against that small set.
-        wanted = pc.unique(original.filter(has)).cast(pa.string())
-        ids = _column(table, "payment_id").cast(pa.string())
-        present = pc.unique(ids.filter(pc.fill_null(pc.is_in(ids, value_set=wanted), False)))
-        found_ids = pa.concat_arrays([present, known]) if len(known) else present
-        found = pc.fill_null(pc.is_in(original, value_set=found_ids), False)
-        dangling = pc.and_(has, pc.invert(found))
+        # The few distinct originals, anti-joined in DuckDB against the frame's ids and the
+        # known ones: one parallel hash join, no per-row Python.
+        con = duckdb.connect()
+        try:
+            con.register("p", pa.table({"id": _column(table, "payment_id"), "o": original}))
+            con.register("known", pa.table({"id": known}))
+            missing = (
+                con.sql(
+                    """SELECT DISTINCT o FROM p WHERE o IS NOT NULL AND o <> ''
+                   AND o NOT IN (SELECT id FROM p WHERE id IS NOT NULL)
+                   AND o NOT IN (SELECT id FROM known)"""
+                )
+                .to_arrow_table()
+                .column("o")
+            )
+        finally:
+            con.close()
+        dangling = pc.and_(has, pc.fill_null(pc.is_in(original, value_set=missing), False))
         failing = _count(dangling)
         keys: tuple[str, ...] = ()
         if failing:
