@@ -19,7 +19,7 @@ from tieout.errors import InputDataError
 from tieout.reconcile.model import EXCEPTION_KINDS, STATUSES
 
 if TYPE_CHECKING:  # imported when a command runs, so `tieout --help` stays quick
-    from tieout.reconcile.store import ExceptionStore, StoredException
+    from tieout.connectors.exception_store import ExceptionStore, StoredException
 
 EXPLANATION_WIDTH = 60
 
@@ -30,7 +30,7 @@ def _debug(ctx: click.Context) -> bool:
 
 def _store(ctx: click.Context) -> ExceptionStore:
     from tieout.cli import _settings  # lazily: tieout.cli will import this module
-    from tieout.reconcile.store import ExceptionStore
+    from tieout.connectors.exception_store import ExceptionStore
 
     settings = _settings(ctx)
     return ExceptionStore(settings.state_url(), settings.state.schema_)

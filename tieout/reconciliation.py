@@ -21,12 +21,12 @@ import pyarrow.compute as pc
 from tieout.checks.asset_checks import group_of, recorded_results
 from tieout.checks.reconciliation import reconciliation_checks
 from tieout.checks.result import CheckResult
+from tieout.connectors.exception_store import ExceptionStore
 from tieout.connectors.lake import Lake
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
 from tieout.connectors.storage import Storage
 from tieout.reconcile.engine import EngineConfig, FeeSchedule, ReconResult, reconcile
 from tieout.reconcile.model import ReconException
-from tieout.reconcile.store import ExceptionStore
 from tieout.reports import write_reports
 from tieout.schema import TABLES
 from tieout.settings import PAYMENT_KINDS, ChecksSettings, Settings

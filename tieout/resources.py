@@ -9,10 +9,10 @@ import dagster as dg
 from pydantic import Field
 
 from tieout.connectors.billing import BillingDatabase
+from tieout.connectors.exception_store import ExceptionStore
 from tieout.connectors.lake import Lake
 from tieout.connectors.state import StateDatabase
 from tieout.connectors.storage import Storage
-from tieout.reconcile.store import ExceptionStore
 from tieout.settings import (
     Settings,
     TableMapping,

@@ -25,10 +25,10 @@ from tieout.checks.reconciliation import (
     reconciliation_checks,
 )
 from tieout.checks.result import SAMPLE_SIZE, CheckResult
+from tieout.connectors.exception_store import StoredException
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
 from tieout.reconcile.engine import ReconResult, reconcile
 from tieout.reconcile.model import exception_id
-from tieout.reconcile.store import StoredException
 from tieout.schema import TABLES
 from tieout.settings import ChecksSettings
 

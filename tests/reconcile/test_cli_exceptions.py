@@ -12,8 +12,8 @@ from click.testing import CliRunner, Result
 from openpyxl import load_workbook
 
 from tieout.cli_exceptions import exceptions
+from tieout.connectors.exception_store import ExceptionStore
 from tieout.reconcile.model import ReconException, Summary, exception_id
-from tieout.reconcile.store import ExceptionStore
 
 AS_OF = date(2026, 3, 8)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tieout.connectors.exception_store import AUTO_BY, Event, ExceptionStore, StoredException
 from tieout.errors import InputDataError
 from tieout.reconcile.model import ReconException, exception_id
-from tieout.reconcile.store import AUTO_BY, Event, ExceptionStore, StoredException
 
 START = date(2026, 3, 1)
 END = date(2026, 3, 7)

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tieout.checks.result import SAMPLE_SIZE, CheckResult, sample
+from tieout.connectors.exception_store import StoredException
 from tieout.reconcile.engine import ReconResult, check_conservation
 from tieout.reconcile.model import BUCKETS
-from tieout.reconcile.store import StoredException
 from tieout.settings import ChecksSettings
 
 __all__ = [
