@@ -162,3 +162,17 @@ def test_s3_exists_delete_and_zones(s3_endpoint: str, bucket: tuple[str, Any]) -
     )
     lake.delete(DATASET, DAY)  # idempotent
     assert lake.read(DATASET, DAY, zone="_quarantine").equals(SECOND)
+
+
+def test_num_rows_reads_the_footer_count(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    lake.write(DATASET, DAY, FIRST)
+    assert lake.num_rows(DATASET, DAY) == FIRST.num_rows
+
+
+@pytest.mark.s3
+def test_num_rows_on_s3(s3_endpoint: str, bucket: tuple[str, Any]) -> None:
+    name, _client = bucket
+    lake = Lake(f"s3://{name}/prefix", s3_endpoint_url=s3_endpoint)
+    lake.write(DATASET, DAY, SECOND)
+    assert lake.num_rows(DATASET, DAY) == SECOND.num_rows

@@ -96,7 +96,7 @@ def _trailing(lake: Lake, name: str, days: list[date], settings: ChecksSettings)
     for i in range(1, settings.trailing_partitions + 1):
         before = days[0] - timedelta(days=i)
         if lake.exists(dataset_path(name), before.isoformat()):
-            out.append(lake.read(dataset_path(name), before.isoformat()).num_rows)
+            out.append(lake.num_rows(dataset_path(name), before.isoformat()))
     return out
 
 

@@ -102,6 +102,15 @@ class Lake:
     def read(self, dataset: Sequence[str], partition: str, zone: str = "") -> pa.Table:
         return self._read_uri(self.uri(dataset, partition, zone))
 
+    def num_rows(self, dataset: Sequence[str], partition: str, zone: str = "") -> int:
+        """A partition's row count from its Parquet footer, without reading its data."""
+        uri = self.uri(dataset, partition, zone)
+        if self.is_s3:
+            bucket, key = self._split(uri)
+            body = self._client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return int(pq.read_metadata(io.BytesIO(body)).num_rows)
+        return int(pq.read_metadata(uri).num_rows)
+
     def _read_uri(self, uri: str) -> pa.Table:
         if self.is_s3:
             bucket, key = self._split(uri)
