@@ -129,21 +129,27 @@ def load_inputs(lake: Lake, start: date, end: date, context_days: int) -> Inputs
     )
 
 
+#: Dataset -> the result's table and the columns that order its files.
 RECON_TABLES: Final = {
-    ("recon", "matches"): "match_table",
-    ("recon", "payments"): "payment_buckets",
-    ("recon", "lines"): "line_buckets",
+    ("recon", "matches"): ("match_table", ["payment_id", "line_id"]),
+    ("recon", "payments"): ("payment_buckets", ["payment_id"]),
+    ("recon", "lines"): ("line_buckets", ["line_id"]),
 }
 
 
 def _write_partitions(lake: Lake, result: ReconResult, start: date, end: date) -> None:
-    """Persist every match and every row's bucket, one partition per business day."""
-    for dataset, attr in RECON_TABLES.items():
+    """Persist every match and every row's bucket, one partition per business day.
+
+    The engine returns its tables in no particular order (ordering 10M rows would cost more
+    than matching them); each day's file is ordered here, so the same inputs write the same
+    files.
+    """
+    for dataset, (attr, order) in RECON_TABLES.items():
         table: pa.Table = getattr(result, attr)
         days = table.column("day")
         for day in _days(start, end):
             part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
-            lake.write(dataset, day.isoformat(), part)
+            lake.write(dataset, day.isoformat(), part.sort_by([(c, "ascending") for c in order]))
 
 
 @dataclass

@@ -41,7 +41,6 @@ from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tieout.canonical import local_days
 from tieout.money import format_minor
@@ -157,54 +156,96 @@ FROM line_in
 WHERE true {gateway_filter}
 """
 
-#: Pass 1 in one grouped scan: per (gateway, kind, reference), how many payments and lines
-#: share it and, where exactly one of each does, both sides' fields and the verdict.
-KEY_SQL: Final = """
-CREATE TEMP TABLE k AS
-SELECT gateway, kind, ref,
-       count(payment_id) AS np, count(line_id) AS nl,
-       any_value(payment_id) AS payment_id, any_value(p_amt) AS p_amt,
-       any_value(p_cur) AS p_cur, any_value(status) AS status,
-       any_value(line_id) AS line_id, any_value(gross_minor) AS gross_minor,
-       any_value(l_cur) AS l_cur, any_value(presentment_currency) AS pcur,
-       any_value(presentment_amount_minor) AS pamt
-FROM (
-    SELECT gateway, kind, ref, payment_id, amt AS p_amt, currency AS p_cur, status,
-           NULL::VARCHAR AS line_id, NULL::BIGINT AS gross_minor, NULL::VARCHAR AS l_cur,
-           NULL::VARCHAR AS presentment_currency, NULL::BIGINT AS presentment_amount_minor
-    FROM p WHERE ref IS NOT NULL
-    UNION ALL
-    SELECT gateway, category, ref, NULL, NULL, NULL, NULL,
-           line_id, gross_minor, currency, presentment_currency, presentment_amount_minor
-    FROM l WHERE ref IS NOT NULL
-        AND category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
-) GROUP BY gateway, kind, ref
-"""
-
-#: The payments a run must place in a bucket (see `reconcile`): expected to settle (`expected`
-#: lists, per gateway, the kinds its settlement files carry), or named by a line, whether by
-#: reference or by a later pass (`matched_ids`).
-IN_SCOPE_SQL: Final = """
-SELECT p.currency, p.amt AS amount_minor
-FROM p LEFT JOIN k USING (gateway, kind, ref)
-WHERE p.day BETWEEN ? AND ?
-  AND ((p.status = 'succeeded' AND EXISTS (
-            SELECT 1 FROM expected e WHERE e.gateway = p.gateway AND e.kind = p.kind))
-       OR coalesce(k.nl, 0) > 0
-       OR p.payment_id IN (SELECT payment_id FROM matched_ids))
-"""
-
-VERDICT_SQL: Final = """
-CREATE TEMP TABLE v AS
-SELECT payment_id, line_id, gateway,
-       CASE WHEN status <> 'succeeded' THEN 'status_mismatch'
-            WHEN l_cur = p_cur THEN
-                CASE WHEN gross_minor = p_amt THEN 'matched' ELSE 'amount_mismatch' END
-            WHEN pcur = p_cur THEN
-                CASE WHEN pamt = p_amt THEN 'matched' ELSE 'amount_mismatch' END
+#: Pass 1 as one full outer join on (gateway, kind, reference), payment lines only; each row
+#: is a payment, a line, or a pair sharing a reference, with the pair's verdict. Keys shared by
+#: several payments or lines show as several pair rows and are taken out afterwards (`mk`).
+JOIN_SQL: Final = """
+CREATE TEMP TABLE j AS
+SELECT p.payment_id, l.line_id, coalesce(p.gateway, l.gateway) AS gateway,
+       coalesce(p.kind, l.category) AS kind, coalesce(p.ref, l.ref) AS ref,
+       p.amt, p.currency AS p_cur, p.status, p.day AS p_day,
+       l.gross_minor, l.currency AS l_cur, l.day AS l_day,
+       CASE WHEN p.payment_id IS NULL OR l.line_id IS NULL THEN NULL
+            WHEN p.status <> 'succeeded' THEN 'status_mismatch'
+            WHEN l.currency = p.currency THEN
+                CASE WHEN l.gross_minor = p.amt THEN 'matched' ELSE 'amount_mismatch' END
+            WHEN l.presentment_currency = p.currency THEN
+                CASE WHEN l.presentment_amount_minor = p.amt THEN 'matched'
+                     ELSE 'amount_mismatch' END
             ELSE 'currency_mismatch' END AS verdict
-FROM k WHERE np = 1 AND nl = 1
+FROM p FULL OUTER JOIN (
+    SELECT * FROM l WHERE category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
+) l ON p.gateway = l.gateway AND p.kind = l.category AND p.ref = l.ref
 """
+
+#: Keys with more than one pair row: several payments and/or lines share the reference. Their
+#: rows are marked `multi` and settled in Python; every other pair row is a 1:1 key.
+MULTI_SQL: Final = """
+CREATE TEMP TABLE mk AS
+SELECT gateway, kind, ref FROM j WHERE verdict IS NOT NULL
+GROUP BY gateway, kind, ref HAVING count(*) > 1
+"""
+
+MARK_MULTI_SQL: Final = """
+UPDATE j SET verdict = 'multi'
+WHERE verdict IS NOT NULL AND (gateway, kind, ref) IN (SELECT (gateway, kind, ref) FROM mk)
+"""
+
+#: Buckets of the payments of the range: straight from the join, plus the rows of shared keys.
+BUCKET_P_SQL: Final = """
+SELECT * FROM (
+       SELECT r.payment_id, r.gateway, r.currency, r.kind, r.status,
+              r.amt AS amount_minor, r.day,
+              CASE WHEN f.payment_id IS NOT NULL THEN 'exception'
+                   WHEN r.verdict = 'matched' OR s.rule IN
+                       ('reference', 'reference_split', 'reference_merged',
+                        'merchant_reference') THEN 'matched'
+                   WHEN s.rule = 'pending' THEN 'pending'
+                   ELSE NULL END AS bucket,
+              coalesce(CASE WHEN r.verdict = 'matched' THEN 'reference' END, s.rule)
+                  AS rule
+       FROM (SELECT payment_id, gateway, p_cur AS currency, kind, status, amt,
+                    p_day AS day, verdict
+             FROM j WHERE payment_id IS NOT NULL
+                 AND verdict IS DISTINCT FROM 'multi' AND p_day BETWEEN ? AND ?
+             {multi_p}) r
+       LEFT JOIN flag_p f USING (payment_id)
+       LEFT JOIN state_p s USING (payment_id))
+   WHERE bucket IS NOT NULL"""
+
+#: Buckets of the lines of the range; batch lines (fees, payouts) follow their batch.
+BUCKET_L_SQL: Final = """
+SELECT r.*, CASE WHEN f.line_id IS NOT NULL THEN 'exception' ELSE 'matched' END
+       AS bucket
+   FROM (SELECT line_id, gateway, l_cur AS currency, kind AS category,
+                gross_minor, l_day AS day
+         FROM j WHERE line_id IS NOT NULL
+             AND verdict IS DISTINCT FROM 'multi' AND l_day BETWEEN ? AND ?
+         {multi_l}) r
+   LEFT JOIN flag_l f USING (line_id)
+   UNION ALL
+   SELECT l.line_id, l.gateway, l.currency, l.category, l.gross_minor, l.day,
+          CASE WHEN f.line_id IS NOT NULL THEN 'exception'
+               WHEN b.bstate = 'matched' THEN 'matched'
+               WHEN b.bstate = 'exception' THEN 'exception'
+               ELSE 'pending' END
+   FROM l LEFT JOIN flag_l f USING (line_id)
+   LEFT JOIN bstate b USING (gateway, batch_id, currency)
+   WHERE l.category NOT IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
+       AND l.day BETWEEN ? AND ?"""
+
+#: The payments a run must place in a bucket, per currency (see `inputs_in_scope`).
+INPUT_P_SQL: Final = """
+SELECT currency, count(*) AS n, sum(amt)::BIGINT AS total FROM (
+       SELECT j.p_cur AS currency, j.amt FROM j
+       LEFT JOIN expected e ON e.gateway = j.gateway AND e.kind = j.kind
+       WHERE j.payment_id IS NOT NULL AND j.verdict IS DISTINCT FROM 'multi'
+         AND j.p_day BETWEEN ? AND ?
+         AND ((j.status = 'succeeded' AND e.kind IS NOT NULL)
+              OR j.line_id IS NOT NULL
+              OR j.payment_id IN (SELECT payment_id FROM matched_ids))
+       {multi})
+   GROUP BY currency"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,6 +269,7 @@ class _Engine:
         self.config = config
         self.con = duckdb.connect()
         self.con.execute("SET threads TO 2")
+        self.con.execute("SET preserve_insertion_order = false")
         self.con.register("pay_in", _with_day(payments, "created_at", timezone))
         self.con.register("line_in", _with_day(lines, "occurred_at", timezone))
         gateways = config.gateways
@@ -257,6 +299,9 @@ class _Engine:
         self.matches: list[Match] = []
         self.pay_state: dict[str, str] = {}  # payment_id -> rule, for residual payments
         self.line_state: dict[str, str] = {}
+        # Rows of keys shared by several payments or lines, settled in Python (`_many`).
+        self.multi_pays: list[dict[str, Any]] = []
+        self.multi_lines: list[dict[str, Any]] = []
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -314,42 +359,73 @@ class _Engine:
 
     # -- pass 1: references --------------------------------------------------------------------
 
-    def by_reference(self) -> None:
-        self.con.execute(KEY_SQL)
-        self.con.execute(VERDICT_SQL)
-        # 1:1 keys with a problem (rare): exceptions naming both sides.
-        for r in self.rows(
-            """SELECT v.verdict, p.*, l.line_id AS l_line_id, l.currency AS l_currency,
-                      l.gross_minor, l.presentment_currency, l.presentment_amount_minor,
-                      l.day AS l_day
-               FROM v JOIN p USING (payment_id) JOIN l ON l.line_id = v.line_id
-               WHERE v.verdict <> 'matched'"""
-        ):
-            self._pair_problem(r["verdict"], r)
-        # Keys shared by several payments or several lines (splits, merges, duplicates).
-        multi = self.rows(
-            """SELECT gateway, kind, ref FROM k WHERE (np > 1 OR nl > 1) AND np > 0 AND nl > 0"""
+    def by_reference(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Pass 1; returns the payments and payment lines no reference joined, for the
+        later passes (succeeded payments only: a failed or pending one without a line agrees
+        with the gateway, and no later pass could match it)."""
+        self.con.execute(JOIN_SQL)
+        self.con.execute(MULTI_SQL)
+        self.multi = self.con.execute("SELECT count(*) FROM mk").fetchall() != [(0,)]
+        if self.multi:
+            self.con.execute(MARK_MULTI_SQL)
+        # Everything but the matched 1:1 pairs (a small share) is fetched in one scan per side
+        # and settled in Python: pairs with a problem, shared keys, rows without a partner.
+        self.con.execute(
+            """CREATE TEMP TABLE resid AS
+               SELECT payment_id, line_id, verdict FROM j
+               WHERE verdict <> 'matched'
+                  OR (line_id IS NULL AND status = 'succeeded') OR payment_id IS NULL"""
         )
-        if multi:
-            self.con.register("multi", pa.Table.from_pylist(multi))
-            pays = self.rows(
-                """SELECT p.* FROM p JOIN multi USING (gateway, kind, ref)
+        pays = {
+            p["payment_id"]: p
+            for p in self.rows(
+                """SELECT * FROM p WHERE payment_id IN (SELECT payment_id FROM resid)
                    ORDER BY created_at, payment_id"""
             )
-            lns = self.rows(
-                """SELECT l.*, l.category AS kind FROM l
-                   JOIN multi ON multi.gateway = l.gateway AND multi.kind = l.category
-                       AND multi.ref = l.ref
+        }
+        lns = {
+            ln["line_id"]: ln
+            for ln in self.rows(
+                """SELECT * FROM l WHERE line_id IN (SELECT line_id FROM resid)
                    ORDER BY occurred_at, source_file, source_row, line_id"""
             )
-            by_key_p: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-            by_key_l: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-            for p in pays:
-                by_key_p[(p["gateway"], p["kind"], p["ref"])].append(p)
-            for ln in lns:
-                by_key_l[(ln["gateway"], ln["category"], ln["ref"])].append(ln)
-            for key in sorted(by_key_p):
-                self._many(by_key_p[key], by_key_l[key])
+        }
+        resid = self.rows("SELECT * FROM resid ORDER BY payment_id, line_id")
+        # 1:1 keys with a problem: exceptions naming both sides.
+        for r in resid:
+            if r["verdict"] not in (None, "multi"):
+                ln = lns[r["line_id"]]
+                self._pair_problem(
+                    r["verdict"],
+                    {
+                        **pays[r["payment_id"]],
+                        "l_line_id": ln["line_id"],
+                        "l_currency": ln["currency"],
+                        "gross_minor": ln["gross_minor"],
+                        "presentment_currency": ln["presentment_currency"],
+                        "presentment_amount_minor": ln["presentment_amount_minor"],
+                        "l_day": ln["day"],
+                    },
+                )
+        # Keys shared by several payments or several lines (splits, merges, duplicates).
+        multi_p = {r["payment_id"] for r in resid if r["verdict"] == "multi"}
+        multi_l = {r["line_id"] for r in resid if r["verdict"] == "multi"}
+        self.multi_pays = [p for p in pays.values() if p["payment_id"] in multi_p]
+        self.multi_lines = [ln for ln in lns.values() if ln["line_id"] in multi_l]
+        by_key_p: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        by_key_l: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for p in self.multi_pays:
+            by_key_p[(p["gateway"], p["kind"], p["ref"])].append(p)
+        for ln in self.multi_lines:
+            by_key_l[(ln["gateway"], ln["category"], ln["ref"])].append(ln)
+        for key in sorted(by_key_p):
+            self._many(by_key_p[key], by_key_l[key])
+        lone_p = {r["payment_id"] for r in resid if r["line_id"] is None}
+        lone_l = {r["line_id"] for r in resid if r["payment_id"] is None}
+        return (
+            [p for p in pays.values() if p["payment_id"] in lone_p],
+            [ln for ln in lns.values() if ln["line_id"] in lone_l],
+        )
 
     def _comparable(self, p: Mapping[str, Any], ln: Mapping[str, Any]) -> int | None:
         """The line's amount in the payment's currency, when the line states one."""
@@ -520,36 +596,6 @@ class _Engine:
         self.line_state[ln["line_id"]] = rule
 
     # -- pass 2 and 3: unmatched rows ----------------------------------------------------------
-
-    def unmatched(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Payments and payment lines that no reference joined (k: np = 0 or nl = 0).
-
-        Keys with one payment (or one line) carry its id in `k`, so the rows are fetched by
-        id; only keys shared by several unmatched rows are joined on the key itself.
-        """
-        self.con.execute(
-            """CREATE TEMP TABLE lone AS
-               SELECT gateway, kind, ref, np, nl, payment_id, line_id FROM k
-               WHERE (nl = 0 AND np > 0) OR (np = 0 AND nl > 0)"""
-        )
-        pays = self.rows(
-            """SELECT p.* FROM p
-               WHERE p.ref IS NULL
-                  OR p.payment_id IN (SELECT payment_id FROM lone WHERE nl = 0 AND np = 1)
-                  OR (p.gateway, p.kind, p.ref) IN (
-                         SELECT (gateway, kind, ref) FROM lone WHERE nl = 0 AND np > 1)
-               ORDER BY created_at, payment_id"""
-        )
-        lns = self.rows(
-            """SELECT l.* FROM l
-               WHERE l.category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
-                 AND (l.ref IS NULL
-                      OR l.line_id IN (SELECT line_id FROM lone WHERE np = 0 AND nl = 1)
-                      OR (l.gateway, l.category, l.ref) IN (
-                             SELECT (gateway, kind, ref) FROM lone WHERE np = 0 AND nl > 1))
-               ORDER BY occurred_at, source_file, source_row, line_id"""
-        )
-        return pays, lns
 
     def by_merchant_reference(
         self, pays: list[dict[str, Any]], lns: list[dict[str, Any]]
@@ -759,24 +805,30 @@ class _Engine:
         matched = [{"line_id": m.line_id, "payment_id": m.payment_id} for m in self.matches]
         schema = pa.schema([("line_id", pa.string()), ("payment_id", pa.string())])
         self.con.register("m_rule", pa.Table.from_pylist(matched, schema=schema))
-        # Half-up of |gross| x bps / 10000 in integers: (2 a b + 10000) // 20000.
-        for ln in self.rows(
-            """WITH f AS (
+        # Half-up of |gross| x bps / 10000 in integers: (2 a b + 10000) // 20000, in BIGINT
+        # (DuckDB raises on overflow, which takes a gross above 4e14 minor units). The lines
+        # off schedule (few) are found first; only they look up their matched payment.
+        self.con.execute(
+            """CREATE TEMP TABLE off_fee AS
+               SELECT * FROM (
                    SELECT l.*, s.tolerance,
-                          (2 * abs(l.gross_minor)::HUGEINT
+                          ((2 * abs(l.gross_minor)
                              * (s.bps + CASE WHEN l.presentment_currency IS NULL THEN 0
                                              ELSE s.fx_bps END) + 10000) // 20000
-                          + coalesce(sc.fixed, 0) AS expected
+                          + coalesce(sc.fixed, 0))::BIGINT AS exp
                    FROM l JOIN sched s ON s.gateway = l.gateway AND s.currency = ''
                    LEFT JOIN sched sc ON sc.gateway = l.gateway AND sc.currency = l.currency
                    WHERE l.category = 'charge' AND l.day BETWEEN ? AND ?)
-               SELECT f.*, f.expected::BIGINT AS exp, coalesce(v.payment_id, m.payment_id)
-                   AS matched_payment
-               FROM f LEFT JOIN v ON v.line_id = f.line_id AND v.verdict = 'matched'
-               LEFT JOIN m_rule m ON m.line_id = f.line_id
-               WHERE abs(f.fee_minor - f.expected) > f.tolerance
-               ORDER BY f.line_id""",
+               WHERE abs(fee_minor - exp) > tolerance""",
             [self.start, self.end],
+        )
+        for ln in self.rows(
+            """SELECT f.*, coalesce(j.payment_id, m.payment_id) AS matched_payment
+               FROM off_fee f
+               LEFT JOIN (SELECT line_id, payment_id FROM j WHERE verdict = 'matched') j
+                   ON j.line_id = f.line_id
+               LEFT JOIN m_rule m ON m.line_id = f.line_id
+               ORDER BY f.line_id"""
         ):
             expected = int(ln["exp"])
             diff = ln["fee_minor"] - expected
@@ -804,7 +856,7 @@ class _Engine:
             return
         self.con.register("inv", self.invoices)
         self.con.register("cn", self.credit_notes)
-        for r in self.rows(
+        flagged = self.rows(
             """WITH paid AS (
                    SELECT invoice_id,
                           sum(CASE WHEN kind = 'charge' AND status = 'succeeded' THEN amt
@@ -816,27 +868,33 @@ class _Engine:
                    FROM p WHERE invoice_id IS NOT NULL GROUP BY invoice_id),
                credit AS (SELECT invoice_id, sum(amount_minor)::BIGINT AS credited
                           FROM cn GROUP BY invoice_id)
-               SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
-                      coalesce(credit.credited, 0) AS credited,
-                      coalesce(paid.received, 0) AS received, paid.last_day, paid.touched,
-                      min(p.gateway) AS gateway
-               FROM inv JOIN paid USING (invoice_id)
-               LEFT JOIN credit USING (invoice_id)
-               LEFT JOIN p ON p.invoice_id = inv.invoice_id
-               WHERE paid.touched
-               GROUP BY ALL
-               HAVING (inv.status = 'paid'
-                           AND coalesce(paid.received, 0)
-                               <> inv.total_minor - coalesce(credit.credited, 0))
-                   OR (inv.status IN ('void', 'uncollectible', 'draft')
-                           AND coalesce(paid.received, 0) <> 0)
-                   OR (inv.status = 'open'
-                           AND inv.total_minor - coalesce(credit.credited, 0) > 0
-                           AND coalesce(paid.received, 0)
-                               >= inv.total_minor - coalesce(credit.credited, 0))
-               ORDER BY inv.invoice_id""",
+               SELECT * FROM (
+                   SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
+                          coalesce(credit.credited, 0) AS credited, paid.received,
+                          paid.last_day
+                   FROM inv JOIN paid USING (invoice_id)
+                   LEFT JOIN credit USING (invoice_id)
+                   WHERE paid.touched)
+               WHERE (status = 'paid' AND received <> total_minor - credited)
+                   OR (status IN ('void', 'uncollectible', 'draft') AND received <> 0)
+                   OR (status = 'open' AND total_minor - credited > 0
+                       AND received >= total_minor - credited)
+               ORDER BY invoice_id""",
             [self.start, self.end],
-        ):
+        )
+        # The gateway an accountant looks in, for the few invoices flagged.
+        self.con.register(
+            "flagged_inv",
+            pa.table({"invoice_id": pa.array([r["invoice_id"] for r in flagged], pa.string())}),
+        )
+        gateways = dict(
+            self.con.execute(
+                """SELECT invoice_id, min(gateway) FROM p
+                   WHERE invoice_id IN (SELECT invoice_id FROM flagged_inv) GROUP BY ALL"""
+            ).fetchall()
+        )
+        for r in flagged:
+            r["gateway"] = gateways.get(r["invoice_id"])
             expected = r["total_minor"] - r["credited"]
             received = r["received"]
             status = r["status"]
@@ -899,38 +957,79 @@ class _Engine:
              ("bstate", pa.string())]
         )  # fmt: skip
         self.con.register("bstate", pa.Table.from_pylist(batch_rows, schema=batch_schema))
+        rng = [self.start, self.end]
+        # 1:1 keys and unjoined payments straight from the join (one row each); the rows of
+        # keys shared by several payments or lines from the inputs (few).
+        multi_p = (
+            """UNION ALL
+               SELECT p.payment_id, p.gateway, p.currency, p.kind, p.status, p.amt, p.day,
+                      NULL AS verdict
+               FROM p JOIN mk USING (gateway, kind, ref) WHERE p.day BETWEEN ? AND ?"""
+            if self.multi
+            else ""
+        )
         pays = self.con.sql(
-            """SELECT p.payment_id, p.gateway, p.currency, p.kind, p.status,
-                      p.amt AS amount_minor, p.day,
-                      CASE WHEN f.payment_id IS NOT NULL THEN 'exception'
-                           WHEN v.verdict = 'matched' OR s.rule IN
-                               ('reference', 'reference_split', 'reference_merged',
-                                'merchant_reference') THEN 'matched'
-                           WHEN s.rule = 'pending' THEN 'pending'
-                           ELSE NULL END AS bucket,
-                      coalesce(CASE WHEN v.verdict = 'matched' THEN 'reference' END, s.rule)
-                          AS rule
-               FROM p LEFT JOIN flag_p f USING (payment_id)
-               LEFT JOIN v USING (payment_id)
-               LEFT JOIN state_p s USING (payment_id)
-               WHERE p.day BETWEEN ? AND ?""",
-            params=[self.start, self.end],
+            BUCKET_P_SQL.format(multi_p=multi_p),
+            params=rng * (2 if self.multi else 1),
         ).to_arrow_table()
-
+        multi_l = (
+            """UNION ALL
+               SELECT l.line_id, l.gateway, l.currency, l.category, l.gross_minor, l.day
+               FROM l JOIN mk ON mk.gateway = l.gateway AND mk.kind = l.category
+                   AND mk.ref = l.ref
+               WHERE l.day BETWEEN ? AND ?"""
+            if self.multi
+            else ""
+        )
         lns = self.con.sql(
-            """SELECT l.line_id, l.gateway, l.currency, l.category, l.gross_minor, l.day,
-                      CASE WHEN f.line_id IS NOT NULL THEN 'exception'
-                           WHEN l.category IN ('charge', 'refund', 'chargeback',
-                                               'chargeback_reversal') THEN 'matched'
-                           WHEN b.bstate = 'matched' THEN 'matched'
-                           WHEN b.bstate = 'exception' THEN 'exception'
-                           ELSE 'pending' END AS bucket
-               FROM l LEFT JOIN flag_l f USING (line_id)
-               LEFT JOIN bstate b USING (gateway, batch_id, currency)
-               WHERE l.day BETWEEN ? AND ?""",
-            params=[self.start, self.end],
+            BUCKET_L_SQL.format(multi_l=multi_l),
+            params=rng * (3 if self.multi else 2),
         ).to_arrow_table()
         return pays, lns
+
+    def inputs_in_scope(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Per currency, what went in, decided independently of the buckets: the payments of
+        the range expected to settle (succeeded, of a kind the gateway's files carry) or named
+        by a line, whether by reference or by a later pass; and every line of the range."""
+        ids = sorted({m.payment_id for m in self.matches})
+        self.con.register("matched_ids", pa.table({"payment_id": pa.array(ids, pa.string())}))
+        multi = (
+            """UNION ALL
+               SELECT p.currency, p.amt FROM p JOIN mk USING (gateway, kind, ref)
+               WHERE p.day BETWEEN ? AND ?"""
+            if self.multi
+            else ""
+        )
+        pays = self.rows(
+            INPUT_P_SQL.format(multi=multi),
+            [self.start, self.end] * (2 if self.multi else 1),
+        )
+        lns = self.rows(
+            """SELECT currency, count(*) AS n, sum(gross_minor)::BIGINT AS total FROM l
+               WHERE day BETWEEN ? AND ? GROUP BY currency""",
+            [self.start, self.end],
+        )
+        return pays, lns
+
+    def match_table(self) -> pa.Table:
+        """Every match of a payment in the range (unordered: the writer orders the files)."""
+        extra = sorted(self.matches, key=lambda m: (m.payment_id, m.line_id))
+        schema = pa.schema(
+            [("payment_id", pa.string()), ("line_id", pa.string()), ("gateway", pa.string()),
+             ("rule", pa.string())]
+        )  # fmt: skip
+        self.con.register(
+            "extra_matches", pa.Table.from_pylist([m.__dict__ for m in extra], schema=schema)
+        )
+        return self.con.sql(
+            """SELECT payment_id, line_id, gateway, 'reference' AS rule, p_day AS day
+               FROM j WHERE verdict = 'matched' AND p_day BETWEEN ? AND ?
+               UNION ALL
+               SELECT m.payment_id, m.line_id, m.gateway, m.rule, p.day
+               FROM extra_matches m JOIN p USING (payment_id)
+               WHERE p.day BETWEEN ? AND ?""",
+            params=[self.start, self.end] * 2,
+        ).to_arrow_table()
 
 
 def _invoice_explanation(
@@ -957,27 +1056,55 @@ def _invoice_explanation(
     )
 
 
+def _totals(
+    con: duckdb.DuckDBPyConnection, pays: pa.Table, lns: pa.Table
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The bucket tables folded to the few groups the conservation check and summary need."""
+    con.register("pays_b", pays)
+    con.register("lines_b", lns)
+    p: list[dict[str, Any]] = (
+        con.sql(
+            """SELECT gateway, currency, bucket, day, count(*) AS n,
+                      sum(amount_minor)::BIGINT AS total
+               FROM pays_b GROUP BY ALL ORDER BY ALL"""
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+    ln: list[dict[str, Any]] = (
+        con.sql(
+            """SELECT gateway, currency, bucket,
+                      category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
+                          AS is_payment,
+                      count(*) AS n, sum(gross_minor)::BIGINT AS total
+               FROM lines_b GROUP BY ALL ORDER BY ALL"""
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+    return p, ln
+
+
 def _conservation(
-    pays: pa.Table, lns: pa.Table, p_in: pa.Table, l_in: pa.Table
+    pays: Iterable[Mapping[str, Any]],
+    lns: Iterable[Mapping[str, Any]],
+    p_in: Iterable[Mapping[str, Any]],
+    l_in: Iterable[Mapping[str, Any]],
 ) -> dict[str, dict[str, int]]:
     """Per currency: input totals and the bucket totals that must add back to them."""
     out: dict[str, dict[str, int]] = {}
 
-    def acc(table: pa.Table, amount: str, prefix: str, by_bucket: bool) -> None:
-        keys = ["currency", "bucket"] if by_bucket else ["currency"]
-        agg = table.group_by(keys, use_threads=False).aggregate(
-            [(amount, "sum"), (amount, "count")]
-        )
-        for row in agg.to_pylist():
+    def acc(rows: Iterable[Mapping[str, Any]], prefix: str, by_bucket: bool) -> None:
+        for row in rows:
             d = out.setdefault(row["currency"], defaultdict(int))
             name = f"{prefix}_{row['bucket']}" if by_bucket else f"{prefix}_input"
-            d[name + "_minor"] += row[f"{amount}_sum"] or 0
-            d[name + "_count"] += row[f"{amount}_count"]
+            d[name + "_minor"] += row["total"] or 0
+            d[name + "_count"] += row["n"]
 
-    acc(p_in, "amount_minor", "payments", False)
-    acc(pays, "amount_minor", "payments", True)
-    acc(l_in, "gross_minor", "lines", False)
-    acc(lns, "gross_minor", "lines", True)
+    acc(p_in, "payments", False)
+    acc(pays, "payments", True)
+    acc(l_in, "lines", False)
+    acc(lns, "lines", True)
     return {cur: dict(sorted(v.items())) for cur, v in sorted(out.items())}
 
 
@@ -1013,62 +1140,25 @@ def reconcile(
     as_of = as_of or end
     e = _Engine(payments, lines, invoices, credit_notes, start, end, as_of, timezone, config)
     try:
-        e.by_reference()
-        pays, lns = e.unmatched()
+        pays, lns = e.by_reference()
         pays, lns = e.by_merchant_reference(pays, lns)
         e.suggestions_and_leftovers(pays, lns)
         payout_counts = e.payouts()
         e.fees()
         e.invoice_checks()
         in_scope = e.reported()
-        p_all, l_buckets = e.buckets(in_scope)
-        # What went in, decided independently of the buckets: the payments of the range that
-        # are expected to settle (succeeded, of a kind the gateway's files carry) or that a
-        # line names, and every line of the range.
-        ids = sorted({m.payment_id for m in e.matches})
-        e.con.register("matched_ids", pa.table({"payment_id": pa.array(ids, pa.string())}))
-        p_in = e.con.sql(IN_SCOPE_SQL, params=[start, end]).to_arrow_table()
-        p_buckets = p_all.filter(pc.invert(pc.is_null(p_all.column("bucket"))))
-        l_in = e.con.sql(
-            "SELECT currency, gross_minor FROM l WHERE day BETWEEN ? AND ?",
-            params=[start, end],
-        ).to_arrow_table()
-        conservation = _conservation(p_buckets, l_buckets, p_in, l_in)
+        p_buckets, l_buckets = e.buckets(in_scope)
+        p_in, l_in = e.inputs_in_scope()
+        p_totals, l_totals = _totals(e.con, p_buckets, l_buckets)
+        conservation = _conservation(p_totals, l_totals, p_in, l_in)
         problems = check_conservation(conservation)
         if problems:
             raise ConservationError("; ".join(problems))
-        summary = summarize(
-            run_id, start, end, as_of, p_buckets, l_buckets, in_scope, payout_counts
-        )
-        extra = sorted(e.matches, key=lambda m: (m.payment_id, m.line_id))
-        e.con.register(
-            "extra_matches",
-            pa.Table.from_pylist(
-                [m.__dict__ for m in extra],
-                schema=pa.schema(
-                    [
-                        ("payment_id", pa.string()),
-                        ("line_id", pa.string()),
-                        ("gateway", pa.string()),
-                        ("rule", pa.string()),
-                    ]
-                ),
-            ),
-        )
-        match_table = e.con.sql(
-            """SELECT m.payment_id, m.line_id, m.gateway, m.rule, p.day
-               FROM (SELECT payment_id, line_id, gateway, 'reference' AS rule
-                     FROM v WHERE verdict = 'matched'
-                     UNION ALL SELECT * FROM extra_matches) m
-               JOIN p USING (payment_id)
-               WHERE p.day BETWEEN ? AND ?
-               ORDER BY m.payment_id, m.line_id""",
-            params=[start, end],
-        ).to_arrow_table()
+        summary = summarize(run_id, start, end, as_of, p_totals, l_totals, in_scope, payout_counts)
         return ReconResult(
             exceptions=in_scope,
-            matches=extra,
-            match_table=match_table,
+            matches=sorted(e.matches, key=lambda m: (m.payment_id, m.line_id)),
+            match_table=e.match_table(),
             payment_buckets=p_buckets,
             line_buckets=l_buckets,
             summary=summary,
@@ -1083,8 +1173,8 @@ def summarize(
     start: date,
     end: date,
     as_of: date,
-    pays: pa.Table,
-    lns: pa.Table,
+    pays: Iterable[Mapping[str, Any]],
+    lns: Iterable[Mapping[str, Any]],
     exceptions: Iterable[ReconException],
     payout_counts: Mapping[tuple[str, str], tuple[int, int]],
 ) -> Summary:
@@ -1096,37 +1186,24 @@ def summarize(
         return rows[(gateway, currency)]
 
     daily: dict[date, list[int]] = defaultdict(lambda: [0, 0])
-    agg = pays.group_by(["gateway", "currency", "bucket"], use_threads=False).aggregate(
-        [("amount_minor", "sum"), ("amount_minor", "count")]
-    )
-    for a in agg.to_pylist():
+    n_pays = n_lines = 0
+    for a in pays:
         r = row(a["gateway"], a["currency"])
-        n, money = a["amount_minor_count"], a["amount_minor_sum"] or 0
+        n, money = a["n"], a["total"] or 0
+        n_pays += n
         r.payments += n
         r.billed_minor += money
         setattr(r, f"{a['bucket']}_payments", getattr(r, f"{a['bucket']}_payments") + n)
         setattr(r, f"{a['bucket']}_minor", getattr(r, f"{a['bucket']}_minor") + money)
-    matched = pc.equal(pays.column("bucket"), "matched")
-    by_day = (
-        pays.select(["day"])
-        .append_column("matched", pc.cast(matched, pa.int64()))
-        .group_by("day", use_threads=False)
-        .aggregate([("matched", "count"), ("matched", "sum")])
-    )
-    for a in by_day.to_pylist():
-        daily[a["day"]] = [a["matched_count"], a["matched_sum"] or 0]
-    is_payment = pc.is_in(lns.column("category"), pa.array(PAYMENT_KINDS))
-    settled = pc.if_else(is_payment, lns.column("gross_minor"), 0)
-    by_line = (
-        lns.select(["gateway", "currency"])
-        .append_column("settled", settled)
-        .group_by(["gateway", "currency"], use_threads=False)
-        .aggregate([("settled", "count"), ("settled", "sum")])
-    )
-    for a in by_line.to_pylist():
+        daily[a["day"]][0] += n
+        if a["bucket"] == "matched":
+            daily[a["day"]][1] += n
+    for a in lns:
         r = row(a["gateway"], a["currency"])
-        r.lines += a["settled_count"]
-        r.settled_minor += a["settled_sum"] or 0
+        n_lines += a["n"]
+        r.lines += a["n"]
+        if a["is_payment"]:
+            r.settled_minor += a["total"] or 0
     by_kind: dict[str, int] = defaultdict(int)
     by_age: dict[str, int] = {"0-7": 0, "8-30": 0, "31-60": 0, "60+": 0}
     for x in exceptions:
@@ -1159,8 +1236,8 @@ def summarize(
         ],
         conservation_ok=True,
         totals={
-            "payments": pays.num_rows,
-            "lines": lns.num_rows,
+            "payments": n_pays,
+            "lines": n_lines,
             "exceptions": sum(by_kind.values()),
         },
     )
