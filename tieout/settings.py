@@ -377,6 +377,162 @@ class StateSettings(_Model):
         return _no_literal_password(v, "TIEOUT_STATE_URL")
 
 
+def _env_reference(v: str) -> str:
+    if pure_env_reference(v) is None:
+        raise ValueError(
+            "credentials must come from the environment: write ${NAME} (the value itself "
+            "never goes in this file)"
+        )
+    return v
+
+
+EnvReference = Annotated[str, AfterValidator(_env_reference)]
+_INTERNAL_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+def _internal_id(v: str) -> str:
+    if not _INTERNAL_ID.fullmatch(v):
+        raise ValueError(f'{v!r} is not a NetSuite internal id (digits, e.g. "120")')
+    return v
+
+
+InternalId = Annotated[str, AfterValidator(_internal_id)]
+
+
+def _currency_keys(v: dict[str, str]) -> dict[str, str]:
+    from tieout.money import is_known_currency
+
+    bad = [c for c in v if not is_known_currency(c) or c != c.upper()]
+    if bad:
+        raise ValueError(f"not ISO 4217 currency codes: {', '.join(bad)} (write e.g. USD)")
+    return v
+
+
+class NetSuiteAccounts(_Model):
+    """Chart-of-accounts mapping: NetSuite internal ids of the accounts tieout posts to."""
+
+    accounts_receivable: InternalId = Field(description="Debited by invoices (AR).")
+    revenue: InternalId = Field(description="Recognized revenue: usage, one-off lines and the "
+                                "elapsed part of subscription lines.")  # fmt: skip
+    deferred_revenue: InternalId = Field(description="Subscription service beyond the invoice day.")
+    tax_payable: InternalId = Field(description="Tax lines of invoices.")
+    discounts: InternalId = Field(description="Discount lines (contra revenue).")
+    credit_notes: InternalId | None = Field(
+        default=None, description="Debited by credit notes (default: revenue)."
+    )
+    gateway_clearing: InternalId = Field(
+        description="AR clearing at the gateway: charges, refunds and chargebacks settle here."
+    )
+    gateway_fees: InternalId = Field(description="Gateway fees expense.")
+    fx_difference: InternalId = Field(
+        description="Charges settled in another currency than billed clear here (FX "
+        "difference), so the receivable in the billing currency is revalued by finance."
+    )
+    bank: InternalId = Field(description="The bank account payouts land in.")
+    suspense: InternalId = Field(
+        description="Lines held back by open exceptions and payout differences wait here "
+        "until resolved (the adjusting entry moves them)."
+    )
+    split_clearing: InternalId | None = Field(
+        default=None,
+        description="Balances the parts of an entry split above 1,000 lines; nets to zero "
+        "over the parts (default: suspense).",
+    )
+
+
+class NetSuiteGateway(_Model):
+    """Per-gateway overrides under `[erp.netsuite.gateways.<gateway>]`."""
+
+    bank: InternalId | None = Field(default=None, description="Bank account for this gateway.")
+    bank_by_currency: Annotated[dict[str, InternalId], AfterValidator(_currency_keys)] = Field(
+        default_factory=dict, description='Bank account per payout currency, e.g. {EUR = "102"}.'
+    )
+    gateway_clearing: InternalId | None = Field(default=None, description="Clearing account.")
+    gateway_fees: InternalId | None = Field(default=None, description="Fees expense account.")
+    department: InternalId | None = Field(default=None, description="Department on its lines.")
+    class_: InternalId | None = Field(
+        default=None, alias="class", description="Class on its lines."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class NetSuiteSettings(_Model):
+    """Posting journal entries to NetSuite (SuiteTalk SOAP through netsuitesdk)."""
+
+    account: str = Field(
+        description="NetSuite account id (e.g. 1234567 or 1234567_SB1); may be ${ENV}."
+    )
+    consumer_key: EnvReference = Field(
+        default="${NETSUITE_CONSUMER_KEY}", description="Token-based auth; an ${ENV} reference."
+    )
+    consumer_secret: EnvReference = Field(
+        default="${NETSUITE_CONSUMER_SECRET}", description="An ${ENV} reference."
+    )
+    token_key: EnvReference = Field(
+        default="${NETSUITE_TOKEN_KEY}", description="An ${ENV} reference."
+    )
+    token_secret: EnvReference = Field(
+        default="${NETSUITE_TOKEN_SECRET}", description="An ${ENV} reference."
+    )
+    wsdl_url: str | None = Field(
+        default=None,
+        description="WSDL location: a URL or a local file (cached copy, sandbox); default: "
+        "the account's own webservices WSDL. May be ${ENV}.",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="SOAP endpoint override (default: the account's data center); may be ${ENV}.",
+    )
+    wsdl_version: str = Field(default="2023_2", pattern=r"^\d{4}_\d$", description="e.g. 2023_2.")
+    concurrency: int = Field(
+        default=5, ge=1, le=50,
+        description="Requests in flight at once (NetSuite caps concurrent requests per account).",
+    )  # fmt: skip
+    batch_size: int = Field(
+        default=200, ge=1, le=200, description="Records per upsertList request (NetSuite: 200)."
+    )
+    max_attempts: int = Field(default=6, ge=1, le=20, description="Tries per request.")
+    backoff_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="First retry delay; doubles, with jitter."
+    )
+    timeout_seconds: float = Field(default=120, gt=0, le=3600, description="Per request.")
+    update_mode: str = Field(
+        default="adjust",
+        pattern="^(adjust|update)$",
+        description="A changed source of a posted entry: `adjust` posts an adjusting entry for "
+        "the difference (history stays); `update` rewrites the entry in place (open periods "
+        "only).",
+    )
+    subsidiary: InternalId = Field(description="Default subsidiary internal id.")
+    subsidiaries: Annotated[dict[str, InternalId], AfterValidator(_currency_keys)] = Field(
+        default_factory=dict, description='Subsidiary per currency, e.g. {EUR = "2"}.'
+    )
+    currencies: Annotated[dict[str, InternalId], AfterValidator(_currency_keys)] = Field(
+        default_factory=lambda: {"USD": "1", "GBP": "2", "CAD": "3", "EUR": "4"},
+        description="NetSuite currency internal id per ISO code (NetSuite's defaults: USD 1, "
+        "GBP 2, CAD 3, EUR 4).",
+    )
+    department: InternalId | None = Field(default=None, description="Department on every line.")
+    class_: InternalId | None = Field(
+        default=None, alias="class", description="Class on every line."
+    )
+    accounts: NetSuiteAccounts
+    gateways: dict[str, NetSuiteGateway] = Field(
+        default_factory=dict, description="Per-gateway overrides."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ErpSettings(_Model):
+    """Where journal entries are posted."""
+
+    netsuite: NetSuiteSettings | None = Field(
+        default=None, description="NetSuite; without it `tieout erp` has nowhere to post."
+    )
+
+
 class Settings(_Model):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
@@ -385,6 +541,7 @@ class Settings(_Model):
     state: StateSettings = Field(default_factory=StateSettings)
     reports: ReportsSettings = Field(default_factory=ReportsSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
+    erp: ErpSettings = Field(default_factory=ErpSettings)
     #: Directory relative paths (SQLite files, the local lake) are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -508,6 +665,9 @@ def config_reference() -> str:
         ("state", StateSettings),
         ("reports", ReportsSettings),
         ("checks", ChecksSettings),
+        ("erp.netsuite", NetSuiteSettings),
+        ("erp.netsuite.accounts", NetSuiteAccounts),
+        ("erp.netsuite.gateways.<gateway>", NetSuiteGateway),
     ]
     out = ["<!-- generated by `tieout config-reference`; do not edit by hand -->", ""]
     for name, model in sections:

@@ -1,0 +1,245 @@
+"""NetSuite through netsuitesdk (SuiteTalk SOAP): journal entries upserted by external id.
+
+netsuitesdk's `upsertList` wrapper is commented out, so list requests go through the client's
+own `request("upsertList", ...)`, which adds the token passport and maps NetSuite's
+concurrency fault to `NetSuiteRateLimitError`. The WSDL location and the endpoint are
+settings: real users point them at a cached WSDL or a sandbox account, and tieout's tests at
+the local sandbox (`tieout.sandbox.netsuite`).
+
+Credentials come from the environment only; they are handed to the client and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from tieout.erp.journals import JournalEntry, netsuite_amount
+from tieout.errors import ConfigError
+from tieout.settings import NetSuiteSettings, resolve_env
+
+RECORD_TYPE: Final = "journalEntry"
+#: Fault codes (in a SOAP fault or a list item's status) worth another try.
+RETRYABLE_CODES: Final = frozenset(
+    {
+        "WS_REQUEST_BLOCKED",
+        "WS_CONCUR_SESSION_DISALLWD",
+        "EXCEEDED_CONCURRENT_REQUEST_LIMIT",
+        "EXCEEDED_REQUEST_LIMIT",
+        "EXCEEDED_CONCURRENT_REQUEST_LIMIT_FAULT",
+        "UNEXPECTED_ERROR",
+        "SERVER_UNAVAILABLE",
+    }
+)
+
+
+class RetryableError(Exception):
+    """A request that failed as a whole and may succeed later (throttled, 5xx, timeout).
+
+    `maybe_written` is True when the request may have reached the server (a timeout, a
+    dropped connection): the records must be read back before they are sent again.
+    """
+
+    def __init__(self, message: str, maybe_written: bool) -> None:
+        super().__init__(message)
+        self.maybe_written = maybe_written
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    ok: bool
+    internal_id: str | None = None
+    error: str | None = None
+    retryable: bool = False
+
+
+def _silence_missing_types() -> None:
+    """netsuitesdk logs one line per WSDL type it cannot find; a trimmed WSDL (cached or the
+    sandbox's) lacks most of them on purpose."""
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("LookupError: Did not find")
+
+    for name in ("NetSuiteClient", "TieoutNetSuiteClient"):
+        logging.getLogger(name).addFilter(_Filter())
+
+
+_silence_missing_types()
+
+
+def _wsdl_template(value: str, base_dir: Path) -> str:
+    if "://" in value:
+        return value
+    path = Path(value)
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.exists():
+        raise ConfigError(f"erp.netsuite.wsdl_url: {path} does not exist")
+    return path.resolve().as_uri()
+
+
+def make_client(settings: NetSuiteSettings, base_dir: Path) -> Any:
+    """A token-authenticated netsuitesdk client built from the settings and environment."""
+    from netsuitesdk.internal.client import NetSuiteClient
+
+    attrs: dict[str, Any] = {"__module__": __name__}
+    if settings.wsdl_url:
+        wsdl = resolve_env(settings.wsdl_url, "erp.netsuite.wsdl_url")
+        attrs["WSDL_URL_TEMPLATE"] = (
+            _wsdl_template(wsdl, base_dir).replace("{", "{{").replace("}", "}}")
+        )
+    if settings.endpoint_url:
+        endpoint = resolve_env(settings.endpoint_url, "erp.netsuite.endpoint_url").rstrip("/")
+        attrs["DATACENTER_URL_TEMPLATE"] = endpoint.replace("{", "{{").replace("}", "}}")
+    cls = type("TieoutNetSuiteClient", (NetSuiteClient,), attrs)
+    account = resolve_env(settings.account, "erp.netsuite.account")
+    client = cls(account=account, caching=False, wsdl_version=settings.wsdl_version)
+    client._client.transport.operation_timeout = settings.timeout_seconds
+    client.connect_tba(
+        consumer_key=resolve_env(settings.consumer_key, "erp.netsuite.consumer_key"),
+        consumer_secret=resolve_env(settings.consumer_secret, "erp.netsuite.consumer_secret"),
+        token_key=resolve_env(settings.token_key, "erp.netsuite.token_key"),
+        token_secret=resolve_env(settings.token_secret, "erp.netsuite.token_secret"),
+    )
+    return client
+
+
+def _ref(client: Any, internal_id: str | None) -> Any:
+    return None if internal_id is None else client.RecordRef(internalId=internal_id)
+
+
+def journal_record(client: Any, entry: JournalEntry, currencies: Mapping[str, str]) -> Any:
+    """The zeep JournalEntry for `entry` (amounts exact decimals in the entry's currency)."""
+    if entry.currency not in currencies:
+        raise ConfigError(
+            f"erp.netsuite.currencies has no NetSuite id for {entry.currency} (needed by "
+            f'{entry.external_id}); add e.g. {entry.currency} = "5"'
+        )
+    lines = []
+    for line in entry.lines:
+        kwargs: dict[str, Any] = {"account": _ref(client, line.account), "memo": line.memo[:4000]}
+        if line.debit_minor:
+            kwargs["debit"] = netsuite_amount(line.debit_minor, entry.currency)
+        if line.credit_minor:
+            kwargs["credit"] = netsuite_amount(line.credit_minor, entry.currency)
+        if line.department:
+            kwargs["department"] = _ref(client, line.department)
+        if line.class_:
+            kwargs["class"] = _ref(client, line.class_)
+        lines.append(client.JournalEntryLine(**kwargs))
+    return client.JournalEntry(
+        externalId=entry.external_id,
+        tranDate=entry.tran_date,
+        currency=_ref(client, currencies[entry.currency]),
+        subsidiary=_ref(client, entry.subsidiary),
+        memo=entry.memo[:4000],
+        lineList=client.JournalEntryLineList(line=lines),
+    )
+
+
+def _status_error(status: Any) -> tuple[str, str]:
+    details = getattr(status, "statusDetail", None) or []
+    if details:
+        d = details[0]
+        return str(getattr(d, "code", "") or ""), str(getattr(d, "message", "") or "")
+    return "", ""
+
+
+def _classify(exc: BaseException) -> RetryableError | None:
+    """A failed request's exception as retryable (with whether it may have been written)."""
+    import requests
+    from zeep.exceptions import Fault, TransportError
+
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.Timeout | requests.exceptions.ConnectionError):
+        return RetryableError(f"{type(exc).__name__}: the answer never came", maybe_written=True)
+    if isinstance(exc, TransportError):
+        status = getattr(exc, "status_code", 0) or 0
+        if status == 429 or status >= 500:
+            return RetryableError(f"HTTP {status}", maybe_written=status >= 500)
+        return None
+    code = str(getattr(exc, "code", "") or "")
+    if isinstance(exc, Fault) or type(exc).__name__ in ("NetSuiteRateLimitError",):
+        for c in RETRYABLE_CODES:
+            if c in text or c == code or c in code:
+                return RetryableError(f"NetSuite fault {c}", maybe_written=False)
+        if "concurrent request limit" in text.lower():
+            return RetryableError("NetSuite concurrency limit", maybe_written=False)
+    return None
+
+
+class NetSuiteTarget:
+    """The two calls the poster needs, over one netsuitesdk client per thread."""
+
+    system: Final = "netsuite"
+    record_type: Final = RECORD_TYPE
+
+    def __init__(
+        self, settings: NetSuiteSettings, client_factory: Callable[[], Any] | None = None,
+        base_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self._factory = client_factory or (lambda: make_client(settings, base_dir or Path.cwd()))
+        import threading
+
+        self._local = threading.local()
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._factory()
+            self._local.client = client
+        return client
+
+    def upsert(self, entries: Sequence[JournalEntry]) -> dict[str, RecordOutcome]:
+        """One upsertList request; per-record outcomes. Raises RetryableError for the whole."""
+        client = self._client()
+        records = [journal_record(client, e, self.settings.currencies) for e in entries]
+        try:
+            response = client.request("upsertList", record=records)
+        except Exception as exc:
+            retry = _classify(exc)
+            if retry is not None:
+                raise retry from None
+            raise
+        items = response.body.writeResponseList.writeResponse
+        out: dict[str, RecordOutcome] = {}
+        for entry, item in zip(entries, items, strict=False):
+            status = item.status
+            if status.isSuccess:
+                out[entry.external_id] = RecordOutcome(True, str(item.baseRef.internalId))
+            else:
+                code, message = _status_error(status)
+                out[entry.external_id] = RecordOutcome(
+                    False, error=f"{code}: {message}", retryable=code in RETRYABLE_CODES
+                )
+        for entry in entries[len(items) :]:
+            out[entry.external_id] = RecordOutcome(
+                False, error="no status in the response", retryable=True
+            )
+        return out
+
+    def read_back(self, external_ids: Sequence[str]) -> dict[str, str | None]:
+        """Internal ids of the records that exist, by external id (None: not there)."""
+        client = self._client()
+        refs = [client.RecordRef(type=RECORD_TYPE, externalId=x) for x in external_ids]
+        try:
+            response = client.request("getList", baseRef=refs)
+        except Exception as exc:
+            retry = _classify(exc)
+            if retry is not None:
+                raise retry from None
+            raise
+        items = response.body.readResponseList.readResponse
+        out: dict[str, str | None] = {}
+        for ext, item in zip(external_ids, items, strict=False):
+            record = getattr(item, "record", None)
+            if item.status.isSuccess and record is not None:
+                out[ext] = str(record.internalId)
+            else:
+                out[ext] = None
+        return out

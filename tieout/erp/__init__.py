@@ -1,0 +1,1 @@
+"""Journal entries for the ERP and their posting (NetSuite)."""
