@@ -693,9 +693,11 @@ def check_settings(ctx: click.Context, connect: bool) -> None:
 
 
 def _register_subcommands() -> None:
+    from tieout.cli_erp import erp
     from tieout.cli_exceptions import exceptions
 
     main.add_command(exceptions)
+    main.add_command(erp)
 
 
 _register_subcommands()

@@ -96,7 +96,8 @@ def test_billing_entry_books_ar_revenue_deferred_tax_and_discounts() -> None:
         "410": 800,  # discounts debited
     }
     assert entry.external_id == "tieout-bill-2026-03-10-USD-1"
-    assert entry.tran_date == DAY and entry.subsidiary == "1"
+    assert entry.tran_date == DAY
+    assert entry.subsidiary == "1"
     assert problems(entry) == []
 
 
@@ -108,7 +109,8 @@ def test_void_and_draft_invoices_post_nothing_and_credit_notes_reverse_ar() -> N
             "currency": "EUR"}]  # fmt: skip
     days = {"in_v": DAY, "in_d": DAY, "in_e": DAY, "cn_1": DAY}
     [entry] = billing_journals(invs, lines, cns, days=days, start=DAY, end=DAY, accounts=ACCOUNTS)
-    assert entry.currency == "EUR" and entry.subsidiary == "2"
+    assert entry.currency == "EUR"
+    assert entry.subsidiary == "2"
     assert net_by_account(entry) == {"120": 60, "400": -100, "420": 40}
     assert "1 invoice(s), 1 credit note(s)" in entry.memo
 
@@ -170,7 +172,8 @@ def test_settlement_entry_debits_bank_and_fees_and_clears_each_line() -> None:
         "130": -13_000,  # clearing: charges less the refund
     }
     memos = [x.memo for x in entry.lines if x.account == "130"]
-    assert any("l1" in m for m in memos) and any("refund l3" in m for m in memos)
+    assert any("l1" in m for m in memos)
+    assert any("refund l3" in m for m in memos)
     assert entry.external_id == "tieout-stl-stripe-po_1-USD"
 
 
@@ -199,7 +202,8 @@ def test_fx_charges_clear_through_fx_difference_and_gateway_overrides_apply() ->
     )
     totals = net_by_account(entry)
     assert totals["630"] == -3_000
-    assert "106" in totals and "101" not in totals  # adyen's GBP bank account
+    assert "106" in totals
+    assert "101" not in totals
     assert all(x.department == "7" for x in entry.lines)
 
 
@@ -212,7 +216,8 @@ def test_open_batches_and_held_batches_are_not_posted() -> None:
         batch(), start=DAY, end=DAY, accounts=ACCOUNTS, held_lines={},
         held_batches={("stripe", "po_1", "USD"): "open payout_mismatch"},
     )  # fmt: skip
-    assert entries == [] and held[0].reason == "open payout_mismatch"
+    assert entries == []
+    assert held[0].reason == "open payout_mismatch"
 
 
 def test_a_batch_that_does_not_tie_out_is_held_with_the_difference() -> None:
@@ -221,7 +226,8 @@ def test_a_batch_that_does_not_tie_out_is_held_with_the_difference() -> None:
     entries, held = settlement_journals(
         rows, start=DAY, end=DAY, accounts=ACCOUNTS, held_lines={}, held_batches={}
     )
-    assert entries == [] and "off by" in held[0].reason
+    assert entries == []
+    assert "off by" in held[0].reason
 
 
 # -- splitting, adjusting, amounts -------------------------------------------------------------
@@ -255,7 +261,8 @@ def test_adjustment_moves_posted_to_wanted_and_is_none_when_equal() -> None:
     )  # fmt: skip
     adj = adjustment(changed, [posted], 1, date(2026, 3, 20))
     assert adj is not None
-    assert adj.external_id == "tieout-x-adj1" and adj.kind == "adjustment"
+    assert adj.external_id == "tieout-x-adj1"
+    assert adj.kind == "adjustment"
     assert adj.tran_date == date(2026, 3, 20)
     assert adj.imbalance() == 0
     assert net_by_account(adj) == {"130": -10 + 6, "101": 10 - 6}
@@ -276,7 +283,9 @@ def test_external_ids_are_deterministic_and_safe() -> None:
     assert external_id("stl", "stripe", "po_1", "USD") == "tieout-stl-stripe-po_1-USD"
     odd = external_id("stl", "paypal", "batch with spaces/and slashes" * 5, "USD")
     assert odd == external_id("stl", "paypal", "batch with spaces/and slashes" * 5, "USD")
-    assert len(odd) <= 100 and " " not in odd and "/" not in odd
+    assert len(odd) <= 100
+    assert " " not in odd
+    assert "/" not in odd
 
 
 def test_payload_hash_changes_with_content_only() -> None:

@@ -163,11 +163,20 @@ def _classify(exc: BaseException) -> RetryableError | None:
             return RetryableError(f"HTTP {status}", maybe_written=status >= 500)
         return None
     code = str(getattr(exc, "code", "") or "")
+    detail = getattr(exc, "detail", None)
+    if detail is not None:
+        from lxml import etree
+
+        try:
+            text += " " + etree.tostring(detail, encoding="unicode")
+        except TypeError:
+            text += " " + str(detail)
     if isinstance(exc, Fault) or type(exc).__name__ in ("NetSuiteRateLimitError",):
         for c in RETRYABLE_CODES:
             if c in text or c == code or c in code:
                 return RetryableError(f"NetSuite fault {c}", maybe_written=False)
-        if "concurrent request limit" in text.lower():
+        lowered = text.lower()
+        if "concurrent request limit" in lowered or "one request may be made" in lowered:
             return RetryableError("NetSuite concurrency limit", maybe_written=False)
     return None
 
@@ -175,8 +184,8 @@ def _classify(exc: BaseException) -> RetryableError | None:
 class NetSuiteTarget:
     """The two calls the poster needs, over one netsuitesdk client per thread."""
 
-    system: Final = "netsuite"
-    record_type: Final = RECORD_TYPE
+    system: str = "netsuite"
+    record_type: str = RECORD_TYPE
 
     def __init__(
         self, settings: NetSuiteSettings, client_factory: Callable[[], Any] | None = None,

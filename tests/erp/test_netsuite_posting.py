@@ -1,0 +1,207 @@
+"""tieout's poster through the real netsuitesdk/zeep client against the SOAP sandbox."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.erp.conftest import entry, make_settings
+from tieout.connectors.ledger import CONFIRMED, FAILED, PostingLedger
+from tieout.connectors.netsuite import NetSuiteTarget
+from tieout.erp.journals import JournalLine
+from tieout.erp.plan import StalePlanError, apply_plan, make_plan
+from tieout.posting import apply_posting
+from tieout.sandbox.netsuite import FaultKind, NetSuiteSandbox
+from tieout.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("credentials")
+DAY = date(2026, 3, 10)
+
+
+def plan_for(entries, ledger: PostingLedger, mode: str = "adjust"):  # type: ignore[no-untyped-def]
+    rows = ledger.rows("netsuite", base_ids=[e.external_id for e in entries])
+    return make_plan(
+        entries, list(rows.values()), system="netsuite", start=DAY, end=DAY, as_of=DAY,
+        update_mode=mode, split_clearing="13",
+    )  # fmt: skip
+
+
+def post(settings: Settings, entries, ledger: PostingLedger, mode: str = "adjust"):  # type: ignore[no-untyped-def]
+    plan = plan_for(entries, ledger, mode)
+    target = NetSuiteTarget(settings.erp.netsuite)  # type: ignore[arg-type]
+    return plan, apply_posting(settings, plan, ledger, target)
+
+
+def stored(sb: NetSuiteSandbox) -> dict[str, dict]:  # type: ignore[type-arg]
+    return sb.records("journalEntry")
+
+
+def balanced(record: dict) -> bool:  # type: ignore[type-arg]
+    lines = record["lineList"]["line"]
+    debit = sum((x.get("debit") or Decimal(0) for x in lines), Decimal(0))
+    credit = sum((x.get("credit") or Decimal(0) for x in lines), Decimal(0))
+    return debit == credit
+
+
+def test_posting_twice_leaves_one_record_each(
+    tmp_path: Path, sandbox: NetSuiteSandbox, ledger: PostingLedger
+) -> None:
+    settings = make_settings(tmp_path, sandbox)
+    entries = [entry(i) for i in range(5)]
+    plan, result = post(settings, entries, ledger)
+    assert plan.counts()["create"] == 5
+    assert sorted(result.confirmed) == sorted(e.external_id for e in entries)
+    records = stored(sandbox)
+    assert sorted(records) == sorted(e.external_id for e in entries)
+    assert all(balanced(r) for r in records.values())
+    rec = records["tieout-test-0001"]
+    assert next(x.get("credit") for x in rec["lineList"]["line"]) == Decimal("10.00")
+    # Again: nothing to do, nothing sent.
+    sandbox.clear_requests()
+    plan2, _result2 = post(settings, entries, ledger)
+    assert plan2.entries == []
+    assert plan2.unchanged == sorted(e.external_id for e in entries)
+    assert [r for r in sandbox.requests if r.operation == "upsertList"] == []
+    assert len(stored(sandbox)) == 5
+    rows = ledger.rows("netsuite")
+    assert {r.status for r in rows.values()} == {CONFIRMED}
+    assert all(r.internal_id for r in rows.values())
+
+
+def test_changed_source_posts_an_adjusting_entry_and_keeps_history(
+    tmp_path: Path, sandbox: NetSuiteSandbox, ledger: PostingLedger
+) -> None:
+    settings = make_settings(tmp_path, sandbox)
+    original = entry(1, amount=1000)
+    post(settings, [original], ledger)
+    changed = entry(1, amount=1250)
+    plan, _result = post(settings, [changed], ledger)
+    assert [p.action for p in plan.entries] == ["adjust"]
+    records = stored(sandbox)
+    assert set(records) == {"tieout-test-0001", "tieout-test-0001-adj1"}
+    adj = records["tieout-test-0001-adj1"]
+    assert balanced(adj)
+    amounts = sorted(
+        (x.get("debit") or Decimal(0), x.get("credit") or Decimal(0))
+        for x in adj["lineList"]["line"]
+    )
+    assert amounts == [(Decimal(0), Decimal("2.50")), (Decimal("2.50"), Decimal(0))]
+    # The original is untouched: history is not rewritten.
+    first = records["tieout-test-0001"]["lineList"]["line"][0]
+    assert first["credit"] == Decimal("10.00")
+    # Re-running with the same changed source does nothing more.
+    plan2, _ = post(settings, [changed], ledger)
+    assert plan2.entries == []
+
+
+def test_update_mode_rewrites_in_place(
+    tmp_path: Path, sandbox: NetSuiteSandbox, ledger: PostingLedger
+) -> None:
+    settings = make_settings(tmp_path, sandbox, update_mode="update")
+    post(settings, [entry(1, amount=1000)], ledger, "update")
+    internal = ledger.rows("netsuite")["tieout-test-0001"].internal_id
+    plan, _ = post(settings, [entry(1, amount=1300)], ledger, "update")
+    assert [p.action for p in plan.entries] == ["update"]
+    records = stored(sandbox)
+    assert set(records) == {"tieout-test-0001"}
+    assert records["tieout-test-0001"]["lineList"]["line"][0]["credit"] == Decimal("13.00")
+    assert ledger.rows("netsuite")["tieout-test-0001"].internal_id == internal
+
+
+def test_a_record_refused_inside_a_list_does_not_fail_the_others(
+    tmp_path: Path, sandbox: NetSuiteSandbox, ledger: PostingLedger
+) -> None:
+    settings = make_settings(tmp_path, sandbox)
+    sandbox.inject(
+        FaultKind.RECORD_ERROR, external_ids=["tieout-test-0002"], code="INVALID_KEY_OR_REF",
+        message="Invalid account reference key 99.",
+    )  # fmt: skip
+    entries = [entry(i) for i in range(4)]
+    _, result = post(settings, entries, ledger)
+    assert "tieout-test-0002" in result.failed
+    assert "INVALID_KEY_OR_REF" in result.failed["tieout-test-0002"]
+    assert sorted(stored(sandbox)) == ["tieout-test-0000", "tieout-test-0001", "tieout-test-0003"]
+    row = ledger.rows("netsuite")["tieout-test-0002"]
+    assert row.status == FAILED
+    assert "Invalid account" in (row.last_error or "")
+    # The next run retries just that one.
+    plan, result = post(settings, entries, ledger)
+    assert [(p.action, p.entry.external_id) for p in plan.entries] == [
+        ("retry", "tieout-test-0002")
+    ]
+    assert result.confirmed == ["tieout-test-0002"]
+    assert len(stored(sandbox)) == 4
+
+
+def test_unbalanced_entry_is_refused_by_netsuite_and_reported(
+    tmp_path: Path, sandbox: NetSuiteSandbox, ledger: PostingLedger
+) -> None:
+    make_settings(tmp_path, sandbox)
+    bad = entry(7)
+    bad = replace(bad, lines=(*bad.lines, JournalLine.net("6", 1, "stray")))
+    plan = plan_for([bad, entry(8)], ledger)
+    assert plan.problems
+    assert "differ by 1" in plan.problems[0]
+    assert [p.entry.external_id for p in plan.entries] == ["tieout-test-0008"]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        FaultKind.CONCURRENCY_LIMIT,
+        FaultKind.CONCURRENT_SESSION,
+        FaultKind.HTTP_503,
+        FaultKind.HTTP_429,
+        FaultKind.TIMEOUT_AFTER_COMMIT,
+        FaultKind.DISCONNECT_AFTER_COMMIT,
+    ],
+)
+def test_every_injected_fault_is_retried_to_exactly_one_record_each(
+    tmp_path: Path, sandbox: NetSuiteSandbox, ledger: PostingLedger, kind: FaultKind
+) -> None:
+    settings = make_settings(tmp_path, sandbox, timeout_seconds=0.5, batch_size=3)
+    options = {"hang_seconds": 1.5} if kind == FaultKind.TIMEOUT_AFTER_COMMIT else {}
+    sandbox.inject(kind, times=2, operation="upsertList", **options)
+    entries = [entry(i) for i in range(6)]
+    _, result = post(settings, entries, ledger)
+    assert sorted(result.confirmed) == sorted(e.external_id for e in entries)
+    assert result.failed == {}
+    assert result.unresolved == {}
+    assert sorted(stored(sandbox)) == sorted(e.external_id for e in entries)
+    assert sandbox.pending_faults == []  # both injections fired
+    if kind in (FaultKind.TIMEOUT_AFTER_COMMIT, FaultKind.DISCONNECT_AFTER_COMMIT):
+        assert result.read_back > 0  # the unknown outcome was read back before any resend
+        gets = [r for r in sandbox.requests if r.operation == "getList"]
+        assert gets
+    assert {r.status for r in ledger.rows("netsuite").values()} == {CONFIRMED}
+
+
+def test_batches_stay_within_200_and_concurrency_within_the_setting(
+    tmp_path: Path, sandbox: NetSuiteSandbox, ledger: PostingLedger
+) -> None:
+    settings = make_settings(tmp_path, sandbox, concurrency=2)
+    sandbox.latency = 0.05
+    entries = [entry(i) for i in range(450)]
+    _, result = post(settings, entries, ledger)
+    assert len(result.confirmed) == 450
+    upserts = [r for r in sandbox.requests if r.operation == "upsertList"]
+    assert [r.record_count for r in upserts]
+    assert max(r.record_count for r in upserts) <= 200
+    assert sum(r.record_count for r in upserts) == 450
+    assert sandbox.max_concurrent <= 2
+
+
+def test_a_plan_made_before_another_posting_is_refused(
+    tmp_path: Path, sandbox: NetSuiteSandbox, ledger: PostingLedger
+) -> None:
+    settings = make_settings(tmp_path, sandbox)
+    post(settings, [entry(1, amount=1000)], ledger)
+    stale = plan_for([entry(1, amount=1100)], ledger)
+    post(settings, [entry(1, amount=1200)], ledger)  # someone else adjusted meanwhile
+    target = NetSuiteTarget(settings.erp.netsuite)  # type: ignore[arg-type]
+    with pytest.raises(StalePlanError, match="plan` again"):
+        apply_plan(stale, ledger, target)
