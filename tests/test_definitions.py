@@ -41,8 +41,10 @@ def test_module_level_definitions_load() -> None:
         "settlements/lines",
         "settlements/payouts",
         "recon/exceptions",
+        "erp/netsuite",
     }
     assert definitions.defs.resolve_job_def("nightly_close") is not None
+    assert definitions.defs.resolve_job_def("erp_posting") is not None
     assert definitions.defs.resolve_job_def("billing_extract") is not None
     assert definitions.defs.resolve_job_def("settlements_load") is not None
 
@@ -72,6 +74,7 @@ def test_asset_specs_snapshot(tmp_path: Path) -> None:
             "2026-03-01",
             ["duckdb", "excel", "html"],
         ),
+        "erp/netsuite": ("erp", "Europe/Berlin", "2026-03-01", ["netsuite"]),
     }
     deps = graph.get(dg.AssetKey(["settlements", "payouts"])).parent_keys
     assert deps == {dg.AssetKey(["settlements", "lines"])}

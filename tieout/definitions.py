@@ -5,10 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from tieout.assets.billing import build_billing_assets
+from tieout.assets.erp import erp_assets
 from tieout.assets.reconciliation import reconciliation_assets
 from tieout.assets.settlements import settlement_assets
 from tieout.pipelines.jobs import (
     billing_extract_job,
+    erp_posting_job,
     nightly_close_job,
     nightly_close_schedule,
     nightly_extract_schedule,
@@ -30,8 +32,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_billing_assets(partitions, settings.checks),
             *settlement_assets(partitions),
             *reconciliation_assets(partitions, settings),
+            *erp_assets(partitions, settings),
         ],
-        jobs=[job, settlements_job, close],
+        jobs=[job, settlements_job, close, erp_posting_job()],
         schedules=[
             nightly_extract_schedule(job),
             nightly_extract_schedule(settlements_job),

@@ -11,6 +11,7 @@ from pydantic import Field
 from tieout.connectors.billing import BillingDatabase
 from tieout.connectors.exception_store import ExceptionStore
 from tieout.connectors.lake import Lake
+from tieout.connectors.ledger import PostingLedger
 from tieout.connectors.state import StateDatabase
 from tieout.connectors.storage import Storage
 from tieout.settings import (
@@ -86,6 +87,10 @@ class StateDatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def exceptions(self) -> ExceptionStore:
         """The reconciliation runs and the exceptions' life cycle, in the same database."""
         return ExceptionStore(self._url(), self.db_schema)
+
+    def ledger(self) -> PostingLedger:
+        """What was posted to the ERP and the revenue system, in the same database."""
+        return PostingLedger(self._url(), self.db_schema)
 
 
 class ReportsResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -165,7 +165,7 @@ def _classify(exc: BaseException) -> RetryableError | None:
     code = str(getattr(exc, "code", "") or "")
     detail = getattr(exc, "detail", None)
     if detail is not None:
-        from lxml import etree
+        from lxml import etree  # type: ignore[import-untyped]
 
         try:
             text += " " + etree.tostring(detail, encoding="unicode")

@@ -48,6 +48,15 @@ def nightly_close_job() -> dg.UnresolvedAssetJobDefinition:
     )
 
 
+def erp_posting_job() -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        "erp_posting",
+        selection=dg.AssetSelection.groups("erp"),
+        description="Post the business days' journal entries to NetSuite (dry_run: plan only); "
+        "run it after nightly_close has reconciled the days.",
+    )
+
+
 def nightly_close_schedule(
     job: dg.UnresolvedAssetJobDefinition, cron: str, timezone: str
 ) -> dg.ScheduleDefinition:

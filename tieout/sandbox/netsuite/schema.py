@@ -1,0 +1,395 @@
+"""The sandbox's own XSD subset, read once, used to decode requests and encode responses.
+
+zeep serializes and parses strictly by the schema (element order, namespaces, xsi:type), so
+the sandbox must speak exactly the shapes its WSDL declares. Reading those shapes from the
+shipped XSD files, instead of repeating them in Python, keeps the two from drifting apart:
+add an element to `transactions.general.xsd` and the sandbox stores and returns it.
+
+Values decode to plain Python: dicts for complex types (attributes and child elements by
+local name; repeated elements as lists), `Decimal` for xsd:double (money must stay exact),
+`bool`, `int`, and `str` for everything else, dateTimes included (kept as sent). A value of
+a polymorphic element (declared abstract, e.g. a custom field) carries its concrete type's
+local name under the key `"xsiType"`.
+
+Parsing uses the standard library; `xml.etree` forgets namespace declarations, so the parser
+below records each element's in-scope prefixes to resolve QName-valued attributes (xsi:type).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from pathlib import Path
+from typing import Any, Final, cast
+from xml.sax.saxutils import escape, quoteattr
+
+WSDL_DIR: Final = Path(__file__).resolve().parent / "wsdl"
+
+XSD: Final = "http://www.w3.org/2001/XMLSchema"
+XSI: Final = "http://www.w3.org/2001/XMLSchema-instance"
+SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
+CORE: Final = "urn:core_2023_2.platform.webservices.netsuite.com"
+CORE_TYPES: Final = "urn:types.core_2023_2.platform.webservices.netsuite.com"
+FAULT_TYPES: Final = "urn:types.faults_2023_2.platform.webservices.netsuite.com"
+FAULTS: Final = "urn:faults_2023_2.platform.webservices.netsuite.com"
+MESSAGES: Final = "urn:messages_2023_2.platform.webservices.netsuite.com"
+COMMON: Final = "urn:common_2023_2.platform.webservices.netsuite.com"
+ACCOUNTING: Final = "urn:accounting_2023_2.lists.webservices.netsuite.com"
+ACCOUNTING_TYPES: Final = "urn:types.accounting_2023_2.lists.webservices.netsuite.com"
+SALES: Final = "urn:sales_2023_2.transactions.webservices.netsuite.com"
+GENERAL: Final = "urn:general_2023_2.transactions.webservices.netsuite.com"
+
+# The prefixes NetSuite itself uses in its responses; declared once on every response envelope.
+PREFIXES: Final[Mapping[str, str]] = {
+    "soapenv": SOAP_ENV,
+    "xsd": XSD,
+    "xsi": XSI,
+    "platformCore": CORE,
+    "platformCoreTyp": CORE_TYPES,
+    "platformFaultTyp": FAULT_TYPES,
+    "platformFaults": FAULTS,
+    "platformMsgs": MESSAGES,
+    "platformCommon": COMMON,
+    "listAcct": ACCOUNTING,
+    "listAcctTyp": ACCOUNTING_TYPES,
+    "tranSales": SALES,
+    "tranGeneral": GENERAL,
+}
+_PREFIX_OF: Final = {uri: prefix for prefix, uri in PREFIXES.items()}
+
+QName = tuple[str, str]
+"""(namespace URI, local name)."""
+
+
+class SchemaViolation(ValueError):
+    """A request does not match the sandbox's schema (answered with a SOAP fault)."""
+
+
+# --------------------------------------------------------------------------- XML reading
+
+
+class XmlDoc:
+    """A parsed document that remembers which namespace prefixes are in scope where."""
+
+    def __init__(self, data: bytes) -> None:
+        # Entity expansion is the classic XML bomb; SOAP never needs a DTD.
+        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+            raise SchemaViolation("DTDs are not allowed in SOAP messages")
+        parser: ET.XMLPullParser[Any] = ET.XMLPullParser(events=("start-ns", "start", "end"))
+        try:
+            parser.feed(data)
+            parser.close()
+            events = cast(list[tuple[str, Any]], list(parser.read_events()))
+        except ET.ParseError as exc:
+            raise SchemaViolation(f"malformed XML: {exc}") from None
+        stack: list[dict[str, str]] = [{}]
+        pending: dict[str, str] = {}
+        self._scopes: dict[ET.Element, dict[str, str]] = {}
+        root: ET.Element | None = None
+        for event, payload in events:
+            if event == "start-ns":
+                prefix, uri = cast(tuple[str, str], payload)
+                pending[prefix] = uri
+            elif event == "start":
+                element = cast(ET.Element, payload)
+                scope = {**stack[-1], **pending} if pending else stack[-1]
+                pending = {}
+                stack.append(scope)
+                self._scopes[element] = scope
+                if root is None:
+                    root = element
+            else:
+                stack.pop()
+        if root is None:
+            raise SchemaViolation("empty XML document")
+        self.root: ET.Element = root
+
+    def resolve(self, element: ET.Element, prefixed: str) -> QName:
+        """Resolve a QName-valued attribute (`ns3:JournalEntry`) in the element's scope."""
+        prefix, _, local = prefixed.strip().rpartition(":")
+        try:
+            return (self._scopes[element][prefix], local)
+        except KeyError:
+            raise SchemaViolation(f"undeclared namespace prefix in {prefixed!r}") from None
+
+
+def split_tag(tag: str) -> QName:
+    """`{uri}local` -> (uri, local); an unqualified tag has namespace ''."""
+    if tag.startswith("{"):
+        uri, _, local = tag[1:].partition("}")
+        return (uri, local)
+    return ("", tag)
+
+
+# --------------------------------------------------------------------------- type model
+
+
+@dataclass(frozen=True)
+class ElementDecl:
+    name: str
+    namespace: str
+    type: QName
+    many: bool
+
+
+@dataclass(frozen=True)
+class ComplexType:
+    qname: QName
+    abstract: bool
+    base: QName | None
+    elements: tuple[ElementDecl, ...]
+    attributes: tuple[tuple[str, QName], ...]
+    simple_content: QName | None
+
+
+@dataclass(frozen=True)
+class _Ref:
+    target: QName
+    many: bool
+
+
+@dataclass
+class _RawType:
+    abstract: bool = False
+    base: QName | None = None
+    simple: QName | None = None
+    items: list[ElementDecl | _Ref] = field(default_factory=list)
+    attributes: list[tuple[str, QName]] = field(default_factory=list)
+
+
+def _read_complex(doc: XmlDoc, node: ET.Element, tns: str) -> _RawType:
+    """One `<complexType>`: a sequence, attributes, or a complex/simple content extension."""
+    spec = _RawType(abstract=node.get("abstract") == "true")
+
+    def read_body(parent: ET.Element) -> None:
+        for child in parent:
+            kind = split_tag(child.tag)[1]
+            if kind == "sequence":
+                for el in child:
+                    many = el.get("maxOccurs") == "unbounded"
+                    if el.get("ref"):
+                        spec.items.append(_Ref(doc.resolve(el, el.get("ref", "")), many))
+                    else:
+                        el_type = doc.resolve(el, el.get("type", ""))
+                        spec.items.append(ElementDecl(el.get("name", ""), tns, el_type, many))
+            elif kind == "attribute":
+                attr_type = doc.resolve(child, child.get("type", ""))
+                spec.attributes.append((child.get("name", ""), attr_type))
+
+    read_body(node)
+    for child in node:
+        kind = split_tag(child.tag)[1]
+        if kind in ("complexContent", "simpleContent"):
+            extension = next(iter(child))
+            ext_base = doc.resolve(extension, extension.get("base", ""))
+            if kind == "complexContent":
+                spec.base = ext_base
+            else:
+                spec.simple = ext_base
+            read_body(extension)
+    return spec
+
+
+class Schema:
+    """Complex types, simple types and global elements of every XSD in `wsdl/`."""
+
+    def __init__(self, xsd_files: Sequence[Path]) -> None:
+        self.complex_types: dict[QName, ComplexType] = {}
+        self.simple_types: set[QName] = set()
+        self.elements: dict[QName, ElementDecl] = {}
+        raw: dict[QName, _RawType] = {}
+        for path in xsd_files:
+            doc = XmlDoc(path.read_bytes())
+            tns = doc.root.get("targetNamespace", "")
+            for node in doc.root:
+                kind = split_tag(node.tag)[1]
+                name = node.get("name", "")
+                if kind == "simpleType":
+                    self.simple_types.add((tns, name))
+                elif kind == "element":
+                    el_type = doc.resolve(node, node.get("type", ""))
+                    self.elements[(tns, name)] = ElementDecl(name, tns, el_type, many=False)
+                elif kind == "complexType":
+                    raw[(tns, name)] = _read_complex(doc, node, tns)
+        # Element refs (`<element ref="platformCore:status"/>`) point at global elements,
+        # which may live in a file read later; resolve them once everything is known.
+        for qname, spec in raw.items():
+            elements = tuple(
+                replace(self.elements[item.target], many=item.many)
+                if isinstance(item, _Ref)
+                else item
+                for item in spec.items
+            )
+            self.complex_types[qname] = ComplexType(
+                qname, spec.abstract, spec.base, elements, tuple(spec.attributes), spec.simple
+            )
+
+    # -- queries
+
+    def all_elements(self, qname: QName) -> list[ElementDecl]:
+        """Elements of a type, inherited ones first (the order zeep expects)."""
+        ctype = self.complex_types[qname]
+        inherited = self.all_elements(ctype.base) if ctype.base in self.complex_types else []
+        return [*inherited, *ctype.elements]
+
+    def all_attributes(self, qname: QName) -> list[tuple[str, QName]]:
+        ctype = self.complex_types[qname]
+        inherited = self.all_attributes(ctype.base) if ctype.base in self.complex_types else []
+        return [*inherited, *ctype.attributes]
+
+    def is_subtype(self, qname: QName, base: QName) -> bool:
+        current: QName | None = qname
+        while current is not None:
+            if current == base:
+                return True
+            ctype = self.complex_types.get(current)
+            current = ctype.base if ctype else None
+        return False
+
+    def subtype_named(self, base: QName, local: str) -> QName:
+        """The unique subtype of `base` called `local` (xsi:type values are stored bare)."""
+        matches = [q for q in self.complex_types if q[1] == local and self.is_subtype(q, base)]
+        if len(matches) != 1:
+            raise ValueError(f"no unique subtype {local!r} of {base[1]!r}")
+        return matches[0]
+
+    # -- XML -> Python
+
+    def decode(self, doc: XmlDoc, element: ET.Element, declared: QName) -> Any:
+        """Decode `element`, declared with type `declared`, into plain Python values."""
+        actual = declared
+        xsi_type = element.get(f"{{{XSI}}}type")
+        if xsi_type:
+            actual = doc.resolve(element, xsi_type)
+            if actual != declared and not self.is_subtype(actual, declared):
+                raise SchemaViolation(
+                    f"<{split_tag(element.tag)[1]}>: {actual[1]} is not a {declared[1]}"
+                )
+        if actual[0] == XSD:
+            return _from_text(actual[1], element.text or "", split_tag(element.tag)[1])
+        if actual in self.simple_types:
+            return (element.text or "").strip()
+        ctype = self.complex_types.get(actual)
+        if ctype is None:
+            raise SchemaViolation(f"type {actual[1]!r} is not supported by the sandbox")
+        if ctype.abstract:
+            raise SchemaViolation(f"<{split_tag(element.tag)[1]}> needs a concrete xsi:type")
+        out: dict[str, Any] = {}
+        if actual != declared:
+            out["xsiType"] = actual[1]
+        for name, attr_type in self.all_attributes(actual):
+            raw = element.get(name)
+            if raw is not None:
+                out[name] = _from_text(attr_type[1], raw, name) if attr_type[0] == XSD else raw
+        if ctype.simple_content is not None:
+            out["value"] = _from_text(ctype.simple_content[1], element.text or "", "value")
+            return out
+        decls = {(d.namespace, d.name): d for d in self.all_elements(actual)}
+        for child in element:
+            decl = decls.get(split_tag(child.tag))
+            if decl is None:
+                raise SchemaViolation(
+                    f"unexpected element <{split_tag(child.tag)[1]}> in {actual[1]}"
+                )
+            value = self.decode(doc, child, decl.type)
+            if decl.many:
+                out.setdefault(decl.name, []).append(value)
+            else:
+                out[decl.name] = value
+        return out
+
+    # -- Python -> XML
+
+    def encode(
+        self, out: list[str], namespace: str, name: str, declared: QName, value: Any
+    ) -> None:
+        """Append `<prefix:name>` for `value` (a decoded-shape value) to `out`."""
+        if value is None:
+            return
+        actual = declared
+        tag = f"{_PREFIX_OF[namespace]}:{name}"
+        type_attr = ""
+        if isinstance(value, Mapping) and "xsiType" in value:
+            actual = self.subtype_named(declared, value["xsiType"])
+            type_attr = f' xsi:type="{_PREFIX_OF[actual[0]]}:{actual[1]}"'
+        if actual[0] == XSD or actual in self.simple_types:
+            out.append(f"<{tag}{type_attr}>{escape(_to_text(value))}</{tag}>")
+            return
+        ctype = self.complex_types[actual]
+        if ctype.abstract:
+            raise ValueError(f"{name}: abstract {actual[1]} needs an 'xsiType'")
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{name}: expected a mapping for {actual[1]}, got {value!r}")
+        attributes = self.all_attributes(actual)
+        elements = [] if ctype.simple_content else self.all_elements(actual)
+        known = {"xsiType", *(a for a, _ in attributes), *(e.name for e in elements)}
+        if ctype.simple_content:
+            known.add("value")
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"{actual[1]} has no field(s) {sorted(unknown)}")
+        attr_text = "".join(
+            f" {a}={quoteattr(_to_text(value[a]))}"
+            for a, _ in attributes
+            if value.get(a) is not None
+        )
+        out.append(f"<{tag}{type_attr}{attr_text}>")
+        if ctype.simple_content:
+            out.append(escape(_to_text(value.get("value", ""))))
+        for decl in elements:
+            item = value.get(decl.name)
+            if item is None:
+                continue
+            if decl.many:
+                if not isinstance(item, list | tuple):
+                    raise ValueError(f"{decl.name}: expected a list, got {item!r}")
+                for one in item:
+                    self.encode(out, decl.namespace, decl.name, decl.type, one)
+            else:
+                self.encode(out, decl.namespace, decl.name, decl.type, item)
+        out.append(f"</{tag}>")
+
+    def encode_global(self, out: list[str], element: QName, value: Any) -> None:
+        decl = self.elements[element]
+        self.encode(out, decl.namespace, decl.name, decl.type, value)
+
+
+def _from_text(xsd_type: str, text: str, where: str) -> Any:
+    if xsd_type == "string":
+        return text
+    stripped = text.strip()
+    if xsd_type == "boolean":
+        if stripped not in ("true", "false", "1", "0"):
+            raise SchemaViolation(f"<{where}>: {stripped!r} is not a boolean")
+        return stripped in ("true", "1")
+    if xsd_type in ("long", "int"):
+        try:
+            return int(stripped)
+        except ValueError:
+            raise SchemaViolation(f"<{where}>: {stripped!r} is not an integer") from None
+    if xsd_type == "double":
+        try:
+            number = Decimal(stripped)
+        except InvalidOperation:
+            raise SchemaViolation(f"<{where}>: {stripped!r} is not a number") from None
+        if not number.is_finite():
+            raise SchemaViolation(f"<{where}>: {stripped!r} is not a finite number")
+        return number
+    return stripped
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+@cache
+def load_schema() -> Schema:
+    """The schema of the shipped XSD files (parsed once per process)."""
+    return Schema(sorted(WSDL_DIR.glob("*.xsd")))

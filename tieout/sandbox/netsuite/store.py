@@ -1,0 +1,338 @@
+"""In-memory records of the NetSuite sandbox, with the checks NetSuite applies to journal entries.
+
+Records are plain dicts in the decoded shape of `schema.py` (the same shape a request carries):
+attributes `internalId`/`externalId`, fields by element name, references as
+`{"internalId": ..., "externalId": ..., "type": ..., "name": ...}` (keys present only when set),
+amounts as `Decimal`. A journal entry's lines are `record["lineList"]["line"]`, a list of dicts.
+
+Every record has an externalId (upsert requires one, seeds must give one) and an internalId
+assigned per record type in insertion order, so ids are deterministic from run to run.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Final
+
+RECORD_TYPES: Final = ("journalEntry", "account", "subsidiary", "currency")
+"""RecordType values the sandbox stores (NetSuite's lowerCamel spelling)."""
+
+# Status codes the sandbox answers with; NetSuite's names (platformFaultTyp:StatusDetailCodeType).
+CODE_UNBALANCED: Final = "JE_AMOUNTS_MUST_BALANCE"
+CODE_INVALID_REF: Final = "INVALID_KEY_OR_REF"
+CODE_TOO_MANY_LINES: Final = "EXCEEDED_MAX_TRANS_LINES"
+CODE_USER_ERROR: Final = "USER_ERROR"
+CODE_NOT_FOUND: Final = "RCRD_DSNT_EXIST"
+
+MAX_JOURNAL_LINES: Final = 1000
+
+
+class RecordError(Exception):
+    """A record NetSuite would refuse: answered as isSuccess="false" for that record only."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def _ref(internal_id: str) -> dict[str, str]:
+    return {"internalId": internal_id}
+
+
+DEFAULT_CURRENCIES: Final[tuple[Mapping[str, Any], ...]] = (
+    {"externalId": "USD", "name": "US Dollar", "symbol": "USD", "displaySymbol": "$",
+     "isBaseCurrency": True, "isInactive": False, "exchangeRate": Decimal("1.0"),
+     "currencyPrecision": "_two"},
+    {"externalId": "EUR", "name": "Euro", "symbol": "EUR", "displaySymbol": "€",
+     "isBaseCurrency": False, "isInactive": False, "exchangeRate": Decimal("1.08"),
+     "currencyPrecision": "_two"},
+    {"externalId": "GBP", "name": "British Pound", "symbol": "GBP", "displaySymbol": "£",
+     "isBaseCurrency": False, "isInactive": False, "exchangeRate": Decimal("1.27"),
+     "currencyPrecision": "_two"},
+    {"externalId": "JPY", "name": "Japanese Yen", "symbol": "JPY", "displaySymbol": "¥",
+     "isBaseCurrency": False, "isInactive": False, "exchangeRate": Decimal("0.0067"),
+     "currencyPrecision": "_zero"},
+)  # fmt: skip
+"""Currencies 1-4: USD (base), EUR, GBP, JPY (no minor unit)."""
+
+DEFAULT_SUBSIDIARIES: Final[tuple[Mapping[str, Any], ...]] = (
+    {"externalId": "sub-us", "name": "Tieout Inc.", "legalName": "Tieout Inc.",
+     "isInactive": False, "isElimination": False, "currency": _ref("1")},
+    {"externalId": "sub-eu", "name": "Tieout Europe B.V.", "legalName": "Tieout Europe B.V.",
+     "parent": _ref("1"), "isInactive": False, "isElimination": False, "currency": _ref("2")},
+)  # fmt: skip
+"""Subsidiaries 1 (US parent, USD) and 2 (EU child, EUR)."""
+
+
+def _account(
+    external_id: str, number: str, name: str, acct_type: str, currency: str | None = None
+) -> dict[str, Any]:
+    account: dict[str, Any] = {
+        "externalId": external_id,
+        "acctType": acct_type,
+        "acctNumber": number,
+        "acctName": name,
+        "includeChildren": True,
+        "isInactive": False,
+        "subsidiaryList": {"recordRef": [_ref("1")]},
+    }
+    if currency is not None:
+        account["currency"] = _ref(currency)
+    return account
+
+
+DEFAULT_ACCOUNTS: Final[tuple[Mapping[str, Any], ...]] = (
+    _account("acct-ar", "1100", "Accounts Receivable", "_accountsReceivable"),
+    _account("acct-revenue", "4000", "Subscription Revenue", "_income"),
+    _account("acct-deferred-revenue", "2400", "Deferred Revenue", "_deferredRevenue"),
+    _account("acct-tax-payable", "2200", "Sales Tax Payable", "_otherCurrentLiability"),
+    _account("acct-discounts", "4900", "Discounts Given", "_income"),
+    _account("acct-bank-usd", "1000", "Operating Bank USD", "_bank", currency="1"),
+    _account("acct-bank-eur", "1010", "Operating Bank EUR", "_bank", currency="2"),
+    _account("acct-bank-gbp", "1020", "Operating Bank GBP", "_bank", currency="3"),
+    _account("acct-bank-jpy", "1030", "Operating Bank JPY", "_bank", currency="4"),
+    _account("acct-gateway-fees", "6100", "Payment Gateway Fees", "_expense"),
+    _account("acct-clearing", "1200", "Payment Gateway Clearing", "_otherCurrentAsset"),
+    _account("acct-fx-gain-loss", "7100", "Realized FX Gain/Loss", "_otherExpense"),
+)
+"""Accounts 1-12, all available to both subsidiaries (subsidiary 1 with children)."""
+
+
+# --------------------------------------------------------------------------- store
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    internal_id: str
+    created: bool
+
+
+class RecordStore:
+    """Records by type, indexed by internalId and externalId; all access under one lock.
+
+    Callers that validate and then write (an upsert checking its account references) hold
+    `store.locked()` around both, so a concurrent write cannot slip in between.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._by_id: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in RECORD_TYPES}
+        self._by_external: dict[str, dict[str, str]] = {t: {} for t in RECORD_TYPES}
+        self._next_id: dict[str, int] = dict.fromkeys(RECORD_TYPES, 1)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    def clear(self) -> None:
+        with self._lock:
+            for record_type in RECORD_TYPES:
+                self._by_id[record_type].clear()
+                self._by_external[record_type].clear()
+                self._next_id[record_type] = 1
+
+    def upsert(self, record_type: str, fields: Mapping[str, Any]) -> UpsertResult:
+        """Insert a new externalId, or replace the fields of the record that has it.
+
+        The internalId (and a journal entry's createdDate and tranId) survive an update.
+        An explicit `internalId` is honoured for new records (seeding real-looking ids).
+        """
+        external_id = fields.get("externalId")
+        if not external_id:
+            raise RecordError(CODE_USER_ERROR, "Upsert requires an externalId.")
+        with self._lock:
+            table = self._by_id[record_type]
+            existing_id = self._by_external[record_type].get(external_id)
+            record = copy.deepcopy(dict(fields))
+            if existing_id is not None:
+                old = table[existing_id]
+                record["internalId"] = existing_id
+                for kept in ("createdDate", "tranId"):
+                    if kept in old and kept not in record:
+                        record[kept] = old[kept]
+            else:
+                wanted = record.get("internalId")
+                if wanted is not None and str(wanted) in table:
+                    raise RecordError(CODE_USER_ERROR, f"internalId {wanted} is already taken.")
+                internal_id = str(wanted) if wanted is not None else str(self._next_id[record_type])
+                self._next_id[record_type] = max(self._next_id[record_type], int(internal_id) + 1)
+                record["internalId"] = internal_id
+            if record_type == "journalEntry":
+                now = _now()
+                record.setdefault("createdDate", now)
+                record["lastModifiedDate"] = now
+                record.setdefault("tranId", f"JE{record['internalId']}")
+            table[record["internalId"]] = record
+            self._by_external[record_type][external_id] = record["internalId"]
+            return UpsertResult(record["internalId"], created=existing_id is None)
+
+    def get(
+        self, record_type: str, *, internal_id: str | None = None, external_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """A copy of one record, found by internalId (preferred) or externalId."""
+        with self._lock:
+            found = self._find(record_type, internal_id, external_id)
+            return copy.deepcopy(found) if found is not None else None
+
+    def _find(
+        self, record_type: str, internal_id: str | None, external_id: str | None
+    ) -> dict[str, Any] | None:
+        if internal_id is not None:
+            return self._by_id[record_type].get(str(internal_id))
+        if external_id is not None:
+            key = self._by_external[record_type].get(external_id)
+            return self._by_id[record_type].get(key) if key is not None else None
+        return None
+
+    def all(self, record_type: str) -> list[dict[str, Any]]:
+        """Copies of every record of a type, in internalId order."""
+        with self._lock:
+            table = self._by_id[record_type]
+            return [copy.deepcopy(table[k]) for k in sorted(table, key=int)]
+
+    def by_external_id(self, record_type: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {
+                ext: copy.deepcopy(self._by_id[record_type][iid])
+                for ext, iid in sorted(
+                    self._by_external[record_type].items(), key=lambda kv: int(kv[1])
+                )
+            }
+
+    def resolve(self, record_type: str, ref: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The record a RecordRef points at (internalId wins over externalId), or None."""
+        with self._lock:
+            return self._find(record_type, ref.get("internalId"), ref.get("externalId"))
+
+    def seed(self, record_type: str, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        return [self.upsert(record_type, r).internal_id for r in records]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _ref_key(ref: Mapping[str, Any]) -> str:
+    return str(ref.get("internalId") or ref.get("externalId") or "")
+
+
+def _short_ref(record: Mapping[str, Any], name: str) -> dict[str, str]:
+    """A reference the way NetSuite returns one: internalId plus the display name."""
+    return {"internalId": record["internalId"], "name": name}
+
+
+def _account_name(account: Mapping[str, Any]) -> str:
+    return " ".join(str(account[k]) for k in ("acctNumber", "acctName") if account.get(k))
+
+
+def _subsidiary_lineage(store: RecordStore, subsidiary: Mapping[str, Any]) -> list[str]:
+    """internalIds of a subsidiary and all its parents (an account "with children" of a
+    parent is available to the child)."""
+    lineage = [subsidiary["internalId"]]
+    current: Mapping[str, Any] | None = subsidiary
+    while current is not None and current.get("parent"):
+        current = store.resolve("subsidiary", current["parent"])
+        if current is None or current["internalId"] in lineage:
+            break
+        lineage.append(current["internalId"])
+    return lineage
+
+
+def _account_available(
+    account: Mapping[str, Any], subsidiary_id: str, lineage: Sequence[str]
+) -> bool:
+    refs = (account.get("subsidiaryList") or {}).get("recordRef") or []
+    allowed = [str(r.get("internalId")) for r in refs]
+    if not allowed or subsidiary_id in allowed:
+        return True
+    return bool(account.get("includeChildren")) and any(p in allowed for p in lineage[1:])
+
+
+def normalize_journal_entry(
+    store: RecordStore, fields: Mapping[str, Any], *, max_lines: int = MAX_JOURNAL_LINES
+) -> dict[str, Any]:
+    """Check a journal entry like NetSuite does and return it as it will be stored.
+
+    Raises `RecordError` with NetSuite's code for: no lines, too many lines, missing or
+    unknown subsidiary / currency / account, an account not available to the subsidiary,
+    and debits that do not equal credits. Amounts are rounded to the currency's precision
+    (NetSuite stores JPY without decimals) before the balance check. Call under
+    `store.locked()` together with the write.
+    """
+    record = copy.deepcopy(dict(fields))
+    lines: list[dict[str, Any]] = list((record.get("lineList") or {}).get("line") or [])
+    if not lines:
+        raise RecordError(
+            CODE_USER_ERROR, "You must enter at least one line item for this transaction."
+        )
+    if len(lines) > max_lines:
+        raise RecordError(
+            CODE_TOO_MANY_LINES,
+            f"A journal entry can have at most {max_lines} lines; this one has {len(lines)}.",
+        )
+
+    sub_ref = record.get("subsidiary")
+    if not sub_ref:
+        raise RecordError(CODE_USER_ERROR, "Please enter value(s) for: Subsidiary")
+    subsidiary = store.resolve("subsidiary", sub_ref)
+    if subsidiary is None or subsidiary.get("isInactive"):
+        raise RecordError(
+            CODE_INVALID_REF, f"Invalid subsidiary reference key {_ref_key(sub_ref)}."
+        )
+    sub_id = subsidiary["internalId"]
+    record["subsidiary"] = _short_ref(subsidiary, subsidiary.get("name", ""))
+
+    currency_ref = record.get("currency") or subsidiary.get("currency")
+    currency = store.resolve("currency", currency_ref) if currency_ref else None
+    if currency is None or currency.get("isInactive"):
+        key = _ref_key(currency_ref or {})
+        raise RecordError(
+            CODE_INVALID_REF, f"Invalid currency reference key {key} for subsidiary {sub_id}."
+        )
+    record["currency"] = _short_ref(currency, currency.get("name", ""))
+    places = 0 if currency.get("currencyPrecision") == "_zero" else 2
+    quantum = Decimal(1).scaleb(-places)
+
+    lineage = _subsidiary_lineage(store, subsidiary)
+    debits = credits = Decimal(0)
+    for line in lines:
+        account_ref = line.get("account")
+        if not account_ref:
+            raise RecordError(CODE_USER_ERROR, "Please enter value(s) for: Account")
+        account = store.resolve("account", account_ref)
+        if (
+            account is None
+            or account.get("isInactive")
+            or not _account_available(account, sub_id, lineage)
+        ):
+            raise RecordError(
+                CODE_INVALID_REF,
+                f"Invalid account reference key {_ref_key(account_ref)} for subsidiary {sub_id}.",
+            )
+        line["account"] = _short_ref(account, _account_name(account))
+        for side in ("debit", "credit"):
+            if line.get(side) is not None:
+                line[side] = Decimal(line[side]).quantize(quantum, rounding=ROUND_HALF_UP)
+        debits += line.get("debit") or 0
+        credits += line.get("credit") or 0
+    if debits != credits:
+        raise RecordError(
+            CODE_UNBALANCED,
+            f"The total debits ({debits}) must equal the total credits ({credits}).",
+        )
+    record["lineList"] = {"line": lines}
+    return record
