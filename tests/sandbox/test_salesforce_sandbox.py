@@ -130,8 +130,7 @@ def test_every_login_flow_reaches_the_sandbox(
 
     assert sf.sf_instance == sf_sandbox.host
     assert sf.Account.describe()["name"] == "Account"
-    expected_logins = 1
-    assert sf_sandbox.counters.get("logins") == expected_logins
+    assert sf_sandbox.counters.get("logins") == 1
 
 
 def test_login_paths_mirror_salesforce_hosts(sf_sandbox: SalesforceSandbox) -> None:
