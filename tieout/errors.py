@@ -39,6 +39,16 @@ class TransientError(TieoutError):
     """Marker: the operation may succeed if retried (timeouts, throttling, 5xx)."""
 
 
+class RetryableError(TransientError):
+    """A request to an outside system failed as a whole and may succeed later (throttled,
+    5xx, timeout). `maybe_written` is True when it may have reached the server (a timeout, a
+    dropped connection): its records must be read back before they are sent again."""
+
+    def __init__(self, message: str, maybe_written: bool) -> None:
+        super().__init__(message)
+        self.maybe_written = maybe_written
+
+
 class TerminalError(TieoutError):
     """Marker: retrying will not help; stop and explain."""
 

@@ -29,7 +29,7 @@ from tieout.erp.journals import (
 )
 from tieout.erp.plan import ApplyResult, Plan, RetryPolicy, Target, apply_plan, make_plan
 from tieout.errors import ConfigError
-from tieout.reconciliation import _days, _latest, _read_days
+from tieout.reconciliation import business_days, latest_versions, read_days
 from tieout.schema import TABLES
 from tieout.settings import NetSuiteSettings, Settings
 
@@ -108,12 +108,12 @@ def build_entries(
     ns = netsuite_settings(settings)
     accounts = account_map(ns)
     tz = settings.reconciliation.finance_timezone
-    window = _days(start, max(end, as_of))
+    window = business_days(start, max(end, as_of))
     frames: dict[str, pa.Table] = {}
     for name in ("invoices", "invoice_lines", "credit_notes"):
         spec = TABLES[name]
-        table, _ = _read_days(lake, ("billing", name), window, spec.arrow_schema())
-        frames[name] = _latest(table, spec.column_names[0])
+        table, _ = read_days(lake, ("billing", name), window, spec.arrow_schema())
+        frames[name] = latest_versions(table, spec.column_names[0])
     days: dict[str, date] = {}
     for name, key in (("invoices", "invoice_id"), ("credit_notes", "credit_note_id")):
         t = frames[name]
@@ -130,8 +130,8 @@ def build_entries(
         end=end,
         accounts=accounts,
     )
-    lines_window = _days(start - timedelta(days=SETTLEMENT_LOOKBACK_DAYS), end)
-    lines, _ = _read_days(lake, ("settlements", "lines"), lines_window, SETTLEMENT_LINE_SCHEMA)
+    lines_window = business_days(start - timedelta(days=SETTLEMENT_LOOKBACK_DAYS), end)
+    lines, _ = read_days(lake, ("settlements", "lines"), lines_window, SETTLEMENT_LINE_SCHEMA)
     if lines.num_rows:
         lines = lines.append_column("day", local_days(lines.column("occurred_at"), tz))
     held_lines: dict[str, str] = {}

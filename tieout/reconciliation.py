@@ -74,11 +74,11 @@ class Inputs:
     missing: dict[str, list[date]] = field(default_factory=dict)  # dataset -> days in range
 
 
-def _days(first: date, last: date) -> list[date]:
+def business_days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def _read_days(
+def read_days(
     lake: Lake, dataset: tuple[str, str], days: Sequence[date], schema: pa.Schema
 ) -> tuple[pa.Table, list[date]]:
     tables, missing = [], []
@@ -90,7 +90,7 @@ def _read_days(
     return (pa.concat_tables(tables) if tables else schema.empty_table()), missing
 
 
-def _latest(table: pa.Table, key: str) -> pa.Table:
+def latest_versions(table: pa.Table, key: str) -> pa.Table:
     """One row per primary key: the most recently updated version."""
     if table.num_rows == 0 or "updated_at" not in table.column_names:
         return table
@@ -109,16 +109,16 @@ def _latest(table: pa.Table, key: str) -> pa.Table:
 
 def load_inputs(lake: Lake, start: date, end: date, context_days: int) -> Inputs:
     """The range and its context from the lake; days not extracted yet are reported."""
-    window = _days(start - timedelta(days=context_days), end + timedelta(days=context_days))
-    in_range = set(_days(start, end))
+    window = business_days(start - timedelta(days=context_days), end + timedelta(days=context_days))
+    in_range = set(business_days(start, end))
     missing: dict[str, list[date]] = {}
     frames: dict[str, pa.Table] = {}
     for name in BILLING_INPUTS:
         spec = TABLES[name]
-        table, gaps = _read_days(lake, ("billing", name), window, spec.arrow_schema())
-        frames[name] = _latest(table, spec.column_names[0])
+        table, gaps = read_days(lake, ("billing", name), window, spec.arrow_schema())
+        frames[name] = latest_versions(table, spec.column_names[0])
         missing[f"billing/{name}"] = sorted(d for d in gaps if d in in_range)
-    lines, gaps = _read_days(lake, SETTLEMENT_LINES, window, SETTLEMENT_LINE_SCHEMA)
+    lines, gaps = read_days(lake, SETTLEMENT_LINES, window, SETTLEMENT_LINE_SCHEMA)
     missing["settlements/lines"] = sorted(d for d in gaps if d in in_range)
     return Inputs(
         payments=frames["payments"],
@@ -147,7 +147,7 @@ def _write_partitions(lake: Lake, result: ReconResult, start: date, end: date) -
     for dataset, (attr, order) in RECON_TABLES.items():
         table: pa.Table = getattr(result, attr)
         days = table.column("day")
-        for day in _days(start, end):
+        for day in business_days(start, end):
             part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
             lake.write(dataset, day.isoformat(), part.sort_by([(c, "ascending") for c in order]))
 
@@ -226,7 +226,7 @@ def run_reconciliation(
         result, stored=stored_open, as_of=as_of or end, settings=checks_settings or ChecksSettings()
     )
     result.summary.checks = [
-        *recorded_results(lake, CHECKED_UPSTREAM, _days(start, end)),
+        *recorded_results(lake, CHECKED_UPSTREAM, business_days(start, end)),
         *(
             {
                 "dataset": c.dataset,

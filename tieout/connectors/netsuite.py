@@ -12,13 +12,14 @@ Credentials come from the environment only; they are handed to the client and ne
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from tieout.erp.journals import JournalEntry, netsuite_amount
-from tieout.errors import ConfigError
+from tieout.errors import ConfigError, RetryableError
 from tieout.settings import NetSuiteSettings, resolve_env
 
 RECORD_TYPE: Final = "journalEntry"
@@ -36,18 +37,6 @@ RETRYABLE_CODES: Final = frozenset(
 )
 
 
-class RetryableError(Exception):
-    """A request that failed as a whole and may succeed later (throttled, 5xx, timeout).
-
-    `maybe_written` is True when the request may have reached the server (a timeout, a
-    dropped connection): the records must be read back before they are sent again.
-    """
-
-    def __init__(self, message: str, maybe_written: bool) -> None:
-        super().__init__(message)
-        self.maybe_written = maybe_written
-
-
 @dataclass(frozen=True)
 class RecordOutcome:
     ok: bool
@@ -56,19 +45,19 @@ class RecordOutcome:
     retryable: bool = False
 
 
-def _silence_missing_types() -> None:
-    """netsuitesdk logs one line per WSDL type it cannot find; a trimmed WSDL (cached or the
-    sandbox's) lacks most of them on purpose."""
-
-    class _Filter(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not record.getMessage().startswith("LookupError: Did not find")
-
-    for name in ("NetSuiteClient", "TieoutNetSuiteClient"):
-        logging.getLogger(name).addFilter(_Filter())
+class _MissingTypeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("LookupError: Did not find")
 
 
-_silence_missing_types()
+def silence_missing_type_warnings(logger_name: str) -> None:
+    """netsuitesdk logs one line per WSDL type it cannot find, on a logger named after the
+    client class; a trimmed WSDL (a cached subset, the sandbox's) lacks most of them on
+    purpose."""
+    logging.getLogger(logger_name).addFilter(_MissingTypeFilter())
+
+
+silence_missing_type_warnings("TieoutNetSuiteClient")
 
 
 def _wsdl_template(value: str, base_dir: Path) -> str:
@@ -193,8 +182,6 @@ class NetSuiteTarget:
     ) -> None:  # fmt: skip
         self.settings = settings
         self._factory = client_factory or (lambda: make_client(settings, base_dir or Path.cwd()))
-        import threading
-
         self._local = threading.local()
 
     def _client(self) -> Any:

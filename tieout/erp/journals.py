@@ -482,15 +482,16 @@ def adjustment(
     )
 
 
-def problems(entry: JournalEntry) -> list[str]:
-    """What makes an entry unpostable (empty when fine): the blocking journal check."""
+def problems(entry: JournalEntry, check_size: bool = True) -> list[str]:
+    """What makes an entry unpostable (empty when fine): the blocking journal check.
+    `check_size=False` for an entry that is still to be split."""
     found = []
     if entry.imbalance() != 0:
         found.append(
             f"{entry.external_id}: debits and credits differ by {entry.imbalance()} minor "
             f"units of {entry.currency}"
         )
-    if len(entry.lines) > MAX_LINES:
+    if check_size and len(entry.lines) > MAX_LINES:
         found.append(f"{entry.external_id}: {len(entry.lines)} lines (NetSuite allows 1,000)")
     if not entry.lines:
         found.append(f"{entry.external_id}: no lines")

@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,23 +26,29 @@ from typing import Any, Final, Protocol
 
 from tieout.connectors.ledger import CONFIRMED, SENT, LedgerRow, PostingLedger
 from tieout.erp.journals import HeldBatch, JournalEntry, adjustment, problems, split
-from tieout.errors import InputDataError
+from tieout.errors import InputDataError, RetryableError
 
 ACTIONS: Final = ("create", "retry", "update", "adjust")
 
 
 class Outcome(Protocol):
-    ok: bool
-    internal_id: str | None
-    error: str | None
-    retryable: bool
+    """One record's answer inside a list response."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def internal_id(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def retryable(self) -> bool: ...
 
 
 class Target(Protocol):
     system: str
     record_type: str
 
-    def upsert(self, entries: Sequence[JournalEntry]) -> dict[str, Any]: ...
+    def upsert(self, entries: Sequence[JournalEntry]) -> Mapping[str, Outcome]: ...
 
     def read_back(self, external_ids: Sequence[str]) -> dict[str, str | None]: ...
 
@@ -176,8 +182,7 @@ def make_plan(
     held_lines: list[dict[str, str]] = []
     fingerprints: dict[str, str] = {}
     for entry in sorted(entries, key=lambda e: e.external_id):
-        # Size is not a problem here: entries above the line limit are split below.
-        bad = [p for p in problems(split(entry, 10**9)[0]) if "lines (NetSuite" not in p]
+        bad = problems(entry, check_size=False)  # entries above the line limit are split below
         if bad:
             found += bad
             continue
@@ -341,8 +346,8 @@ def apply_plan(
                 outcomes = target.upsert(pending)
                 with lock:
                     result.requests += 1
-            except Exception as exc:  # classified by the target: RetryableError or a bug
-                retryable = type(exc).__name__ == "RetryableError"
+            except Exception as exc:  # the target raises RetryableError; anything else is a bug
+                retryable = isinstance(exc, RetryableError)
                 with lock:
                     result.requests += 1
                 if not retryable or attempt >= policy.max_attempts:
@@ -354,7 +359,7 @@ def apply_plan(
                         raise
                     return
                 sleep(policy.delay(attempt, rng))
-                if getattr(exc, "maybe_written", True):
+                if isinstance(exc, RetryableError) and exc.maybe_written:
                     found = target.read_back(ids)
                     with lock:
                         result.read_back += len(ids)
@@ -364,7 +369,7 @@ def apply_plan(
                         result.confirmed += sorted(done)
                     pending = [e for e in pending if e.external_id not in done]
                 continue
-            ok = {x: o.internal_id for x, o in outcomes.items() if o.ok}
+            ok = {x: o.internal_id or "" for x, o in outcomes.items() if o.ok}
             ledger.mark_confirmed(target.system, ok)
             again = [e for e in pending if not outcomes[e.external_id].ok
                      and outcomes[e.external_id].retryable]  # fmt: skip

@@ -2,9 +2,10 @@
 
 Plain Python over Arrow tables (no Dagster, no connectors), so it is tested on frames in
 milliseconds and the assets only feed it and persist what it returns. The heavy pass, the
-reference match over every payment and line, runs in DuckDB as one grouped pass over both
-tables (one hash aggregation, no row-by-row Python); what is left after it, a small fraction
-of the rows, goes through the remaining passes in Python.
+reference match over every payment and line, runs in DuckDB as one full outer join of both
+tables (no row-by-row Python), and the buckets, totals and matches are read from that join;
+what is left after it (a small fraction of the rows: pairs in question, references shared by
+several rows, rows without a partner) goes through the remaining passes in Python.
 
 Passes, each recorded as the rule that made the match:
 

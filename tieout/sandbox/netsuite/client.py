@@ -11,10 +11,11 @@ filtered out (they only concern the sandbox's deliberately small WSDL).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from netsuitesdk.internal.client import NetSuiteClient
+
+from tieout.connectors.netsuite import silence_missing_type_warnings
 
 if TYPE_CHECKING:
     from tieout.sandbox.netsuite.server import NetSuiteSandbox
@@ -23,12 +24,7 @@ CLIENT_CLASS_NAME: Final = "SandboxNetSuiteClient"
 """Also the name of the logger netsuitesdk gives the client (it uses the class name)."""
 
 
-class _MissingTypeFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("LookupError: Did not find")
-
-
-logging.getLogger(CLIENT_CLASS_NAME).addFilter(_MissingTypeFilter())
+silence_missing_type_warnings(CLIENT_CLASS_NAME)
 
 
 def sandbox_client_class(
