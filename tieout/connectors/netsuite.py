@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -97,6 +98,12 @@ def make_client(settings: NetSuiteSettings, base_dir: Path) -> Any:
     return client
 
 
+def tran_datetime(day: date) -> datetime:
+    """NetSuite types tranDate as xsd:dateTime and reads it in the account's time zone; noon,
+    without an offset, stays on the same calendar day wherever the account is."""
+    return datetime(day.year, day.month, day.day, 12, 0)
+
+
 def _ref(client: Any, internal_id: str | None) -> Any:
     return None if internal_id is None else client.RecordRef(internalId=internal_id)
 
@@ -122,7 +129,7 @@ def journal_record(client: Any, entry: JournalEntry, currencies: Mapping[str, st
         lines.append(client.JournalEntryLine(**kwargs))
     return client.JournalEntry(
         externalId=entry.external_id,
-        tranDate=entry.tran_date,
+        tranDate=tran_datetime(entry.tran_date),
         currency=_ref(client, currencies[entry.currency]),
         subsidiary=_ref(client, entry.subsidiary),
         memo=entry.memo[:4000],
