@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -90,8 +91,15 @@ def test_demo_runs_the_whole_chain_and_finds_exactly_the_answer_key(
     monkeypatch.setenv("DAGSTER_HOME", str(demo / "dagster_home"))
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-        assert [r.job_name for r in runs] == ["nightly_close"]
-        assert runs[0].is_success
+        assert [r.job_name for r in runs] == ["erp_posting", "nightly_close"]
+        assert all(r.is_success for r in runs)
+    # ... and then posted its journals to an in-process NetSuite sandbox, plan first.
+    assert "ERP plan 2026-" in result.stdout
+    created = int(re.search(r"for netsuite: (\d+) to create", result.stdout).group(1))  # type: ignore[union-attr]
+    assert created > 0
+    assert f"NetSuite sandbox now holds {created} journal entr(ies)" in result.stdout
+    assert "every one balanced" in result.stdout
+    assert f"posting ledger (state database): {created} confirmed" in result.stdout
 
 
 def test_reconcile_twice_keeps_resolutions_and_ids(tmp_path: Path) -> None:

@@ -192,6 +192,7 @@ def _run_job(
     what: str,
     op_config: dict[str, Any] | None = None,
     instance: Any = None,
+    into: str | None = None,
 ) -> bool:
     """Materialize a job's assets for [start, end] in one run; True when it succeeded."""
     import dagster as dg
@@ -208,7 +209,7 @@ def _run_job(
             else dg.DagsterInstance.ephemeral()
         )
     ndays = (end - start).days + 1
-    _echo(f"{what} {ndays} business day(s) {start}..{end} into {settings.lake_root()}")
+    _echo(f"{what} {ndays} business day(s) {start}..{end} into {into or settings.lake_root()}")
     t0 = time.perf_counter()
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     if op_config:
@@ -322,6 +323,7 @@ def extract(ctx: click.Context, start: date, end: date) -> None:
 
 def _demo_settings_toml(reports: str) -> str:
     """The demo's own dagster_project.toml: every path inside data/demo, the demo's fees."""
+    from tieout.demo_erp import netsuite_toml
     from tieout.demo_settlements import demo_fee_schedules
 
     out = [
@@ -354,7 +356,44 @@ def _demo_settings_toml(reports: str) -> str:
             f"fx_bps = {fees['fx_bps']}",
             f"tolerance_minor = {fees['tolerance_minor']}",
         ]
+    out += netsuite_toml()
     return "\n".join(out) + "\n"
+
+
+def _demo_post(settings: Any, start: date, end: date) -> bool:
+    """Plan the demo's journals, print the plan, post them through Dagster to a sandbox."""
+    import dagster as dg
+
+    from tieout.connectors.exception_store import ExceptionStore
+    from tieout.connectors.lake import Lake
+    from tieout.connectors.ledger import PostingLedger
+    from tieout.demo_erp import ledger_summary, netsuite_sandbox, sandbox_summary
+    from tieout.posting import plan_posting, render_plan
+
+    with netsuite_sandbox() as sb:
+        _echo(f"NetSuite sandbox (in-process, real SOAP) at {sb.endpoint_url}")
+        lake = Lake(settings.lake_root(), settings.lake_endpoint())
+        store = ExceptionStore(settings.state_url(), settings.state.schema_)
+        ledger = PostingLedger(settings.state_url(), settings.state.schema_)
+        try:
+            plan = plan_posting(settings, lake, store, ledger, start, end, end)
+        finally:
+            store.dispose()
+            ledger.dispose()
+        click.echo("")
+        click.echo(render_plan(plan, limit=5))
+        click.echo("")
+        ok = _run_job(
+            settings, "erp_posting", start, end, "posting journals of",
+            instance=dg.DagsterInstance.get(), into="the NetSuite sandbox",
+        )  # fmt: skip
+        click.echo(sandbox_summary(sb))
+        ledger = PostingLedger(settings.state_url(), settings.state.schema_)
+        try:
+            click.echo(f"posting ledger (state database): {ledger_summary(ledger, 'netsuite')}")
+        finally:
+            ledger.dispose()
+    return ok
 
 
 @main.command()
@@ -373,11 +412,14 @@ def demo(ctx: click.Context, seed: int, customers: int, out: Path | None) -> Non
     Writes a demo billing database (SQLite) and the matching gateway settlement files (with
     known discrepancies, listed in data/demo/settlements/answer_key.csv) under data/demo/,
     then runs the nightly_close job (extract, load settlements, reconcile, report) over the
-    demo's 30 business days through Dagster on a local instance in data/demo/dagster_home.
+    demo's 30 business days through Dagster on a local instance in data/demo/dagster_home,
+    prints the ERP plan and posts the journals to an in-process NetSuite sandbox (erp_posting).
     Your own dagster_project.toml is not touched: the demo writes and uses
     data/demo/dagster_project.toml.
     """
-    with _exit_codes(ctx.obj["debug"]):
+    from tieout.demo_erp import fast_sqlite
+
+    with _exit_codes(ctx.obj["debug"]), fast_sqlite():
         import dagster as dg
 
         from tieout.demo import DemoConfig, generate, write_demo_data
@@ -417,6 +459,8 @@ def demo(ctx: click.Context, seed: int, customers: int, out: Path | None) -> Non
                 "closing",
                 instance=dg.DagsterInstance.get(),
             )
+            if ok:
+                ok = _demo_post(settings, DEMO_START, end)
         finally:
             if before is None:
                 os.environ.pop("DAGSTER_HOME", None)

@@ -211,8 +211,11 @@ def apply_posting(
     )
 
 
-def render_plan(plan: Plan) -> str:
-    """The plan as an accountant reads it: counts, totals per currency and account, holds."""
+def render_plan(plan: Plan, limit: int | None = None) -> str:
+    """The plan as an accountant reads it: counts, totals per currency and account, holds.
+
+    `limit` shortens the per-entry and per-hold listings (the demo's output); problems are
+    always listed in full."""
     c = plan.counts()
     out = [
         f"ERP plan {plan.start}..{plan.end} (as of {plan.as_of}) for {plan.system}: "
@@ -231,12 +234,22 @@ def render_plan(plan: Plan) -> str:
                 f"{format_minor(t['debit_minor'], t['currency']):<16}  "
                 f"{format_minor(t['credit_minor'], t['currency']):<16}  {t['lines']}"
             )
-    for p in plan.entries:
-        out.append(f"  {p.action:<7} {p.entry.external_id}  {p.entry.tran_date}  {p.reason}")
-    for h in plan.held_lines:
-        out.append(f"  held    line {h['line_id']} in {h['entry']} (open exception; in suspense)")
-    for b in plan.held_batches:
-        out.append(f"  held    batch {b['gateway']}/{b['batch_id']} {b['currency']}: {b['reason']}")
+    listed = [
+        f"  {p.action:<7} {p.entry.external_id}  {p.entry.tran_date}  {p.reason}"
+        for p in plan.entries
+    ]
+    held = [
+        f"  held    line {h['line_id']} in {h['entry']} (open exception; in suspense)"
+        for h in plan.held_lines
+    ] + [
+        f"  held    batch {b['gateway']}/{b['batch_id']} {b['currency']}: {b['reason']}"
+        for b in plan.held_batches
+    ]
+    for rows in (listed, held):
+        shown = rows if limit is None else rows[:limit]
+        out += shown
+        if len(rows) > len(shown):
+            out.append(f"  ... and {len(rows) - len(shown)} more")
     for problem in plan.problems:
         out.append(f"  PROBLEM {problem}")
     return "\n".join(out)
