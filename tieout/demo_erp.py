@@ -73,16 +73,20 @@ def sandbox_env(sb: NetSuiteSandbox) -> dict[str, str]:
     }
 
 
+def seed_suspense(sb: NetSuiteSandbox) -> None:
+    """The suspense account (internal id 13) held-back settlement lines wait in."""
+    sb.seed(
+        "account",
+        [{"externalId": "acct-suspense", "acctType": "_otherCurrentAsset",
+          "acctNumber": "1999", "acctName": "Reconciliation Suspense", "isInactive": False}],
+    )  # fmt: skip
+
+
 @contextmanager
 def netsuite_sandbox() -> Iterator[NetSuiteSandbox]:
     """A running sandbox with the demo's chart of accounts, its address in the environment."""
     with NetSuiteSandbox() as sb:
-        sb.seed(
-            "account",
-            [{"externalId": "acct-suspense", "acctType": "_otherCurrentAsset",
-              "acctNumber": "1999", "acctName": "Reconciliation Suspense",
-              "isInactive": False}],
-        )  # fmt: skip
+        seed_suspense(sb)
         env = sandbox_env(sb)
         before = {name: os.environ.get(name) for name in env}
         os.environ.update(env)

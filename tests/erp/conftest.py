@@ -10,23 +10,13 @@ from typing import Any
 import pytest
 
 from tieout.connectors.ledger import PostingLedger
+from tieout.demo_erp import DEMO_ACCOUNTS, seed_suspense
 from tieout.erp.journals import JournalEntry, JournalLine
 from tieout.sandbox.netsuite import NetSuiteSandbox
 from tieout.settings import Settings, settings_from_mapping
 
 #: Sandbox internal ids (tieout.sandbox.netsuite.store.DEFAULT_ACCOUNTS, 1-12) + suspense (13).
-ACCOUNTS = {
-    "accounts_receivable": "1",
-    "revenue": "2",
-    "deferred_revenue": "3",
-    "tax_payable": "4",
-    "discounts": "5",
-    "bank": "6",
-    "gateway_fees": "10",
-    "gateway_clearing": "11",
-    "fx_difference": "12",
-    "suspense": "13",
-}
+ACCOUNTS = dict(DEMO_ACCOUNTS)
 ENV = {
     "NETSUITE_CONSUMER_KEY": "consumer_key",
     "NETSUITE_CONSUMER_SECRET": "consumer_secret",
@@ -38,12 +28,7 @@ ENV = {
 @pytest.fixture
 def sandbox() -> Iterator[NetSuiteSandbox]:
     with NetSuiteSandbox() as sb:
-        sb.seed(
-            "account",
-            [{"externalId": "acct-suspense", "acctType": "_otherCurrentAsset",
-              "acctNumber": "1999", "acctName": "Reconciliation Suspense",
-              "isInactive": False}],
-        )  # fmt: skip
+        seed_suspense(sb)
         yield sb
 
 
