@@ -533,6 +533,219 @@ class ErpSettings(_Model):
     )
 
 
+_SF_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+
+
+def _sf_name(v: str) -> str:
+    if not _SF_NAME.fullmatch(v):
+        raise ValueError(
+            f"{v!r} is not a Salesforce API name (letters, digits and _, e.g. Tieout_Invoice__c)"
+        )
+    return v
+
+
+SalesforceName = Annotated[str, AfterValidator(_sf_name)]
+
+
+def _sf_fields(v: dict[str, str]) -> dict[str, str]:
+    for api in v.values():
+        if api:  # "" leaves the field out
+            _sf_name(api)
+    return v
+
+
+#: What tieout can send for each object (logical name -> default Salesforce field).
+SALESFORCE_FIELDS: Final[dict[str, dict[str, str]]] = {
+    "accounts": {
+        "name": "Name",
+        "open_balance": "Tieout_Open_Balance__c",
+        "last_payment_date": "Tieout_Last_Payment_Date__c",
+        "mrr": "Tieout_MRR__c",
+        "currency": "CurrencyIsoCode",
+    },
+    "invoices": {
+        "account": "Tieout_Account__c",
+        "invoice_number": "Tieout_Invoice_Number__c",
+        "invoice_date": "Tieout_Invoice_Date__c",
+        "due_date": "Tieout_Due_Date__c",
+        "amount": "Tieout_Amount__c",
+        "tax_amount": "Tieout_Tax_Amount__c",
+        "amount_paid": "Tieout_Amount_Paid__c",
+        "balance": "Tieout_Balance__c",
+        "status": "Tieout_Status__c",
+        "currency": "CurrencyIsoCode",
+    },
+    "payments": {
+        "account": "Tieout_Account__c",
+        "invoice": "Tieout_Invoice__c",
+        "payment_date": "Tieout_Payment_Date__c",
+        "amount": "Tieout_Amount__c",
+        "gateway": "Tieout_Gateway__c",
+        "gateway_reference": "Tieout_Gateway_Reference__c",
+        "status": "Tieout_Status__c",
+        "currency": "CurrencyIsoCode",
+    },
+    "schedules": {
+        "account": "Tieout_Account__c",
+        "invoice": "Tieout_Invoice__c",
+        "product": "Tieout_Product__c",
+        "period_start": "Tieout_Period_Start__c",
+        "period_end": "Tieout_Period_End__c",
+        "recognized_amount": "Tieout_Recognized_Amount__c",
+        "deferred_amount": "Tieout_Deferred_Amount__c",
+        "currency": "CurrencyIsoCode",
+    },
+}
+_SF_OBJECT_DEFAULTS: Final = {
+    "accounts": ("Account", "Tieout_Customer_Id__c"),
+    "invoices": ("Tieout_Invoice__c", "Tieout_External_Id__c"),
+    "payments": ("Tieout_Payment__c", "Tieout_External_Id__c"),
+    "schedules": ("Tieout_Revenue_Schedule__c", "Tieout_External_Id__c"),
+}
+SALESFORCE_KINDS: Final = tuple(SALESFORCE_FIELDS)
+
+
+class SalesforceObject(_Model):
+    """One Salesforce object tieout upserts: its API name, external-id field and field map."""
+
+    name: SalesforceName = Field(description="Object API name.")
+    external_id_field: SalesforceName = Field(
+        description="External-id field holding tieout's deterministic key."
+    )
+    fields: Annotated[dict[str, str], AfterValidator(_sf_fields)] = Field(
+        default_factory=dict,
+        description='tieout field -> Salesforce field; merged over the defaults; "" leaves a '
+        "field out. Unknown Salesforce fields fail at plan time (describe).",
+    )
+
+
+def _sf_object_default(kind: str) -> SalesforceObject:
+    name, ext = _SF_OBJECT_DEFAULTS[kind]
+    return SalesforceObject(name=name, external_id_field=ext)
+
+
+class SalesforceObjects(_Model):
+    accounts: SalesforceObject = Field(
+        default_factory=lambda: _sf_object_default("accounts"),
+        description="Billing status per customer on the Account (external id: customer id).",
+    )
+    invoices: SalesforceObject = Field(
+        default_factory=lambda: _sf_object_default("invoices"), description="Invoices."
+    )
+    payments: SalesforceObject = Field(
+        default_factory=lambda: _sf_object_default("payments"), description="Payments."
+    )
+    schedules: SalesforceObject = Field(
+        default_factory=lambda: _sf_object_default("schedules"),
+        description="Revenue schedule rows (one per invoice line per month).",
+    )
+
+    def of(self, kind: str) -> SalesforceObject:
+        obj: SalesforceObject = getattr(self, kind)
+        return obj
+
+    def field_map(self, kind: str) -> dict[str, str]:
+        """The effective tieout -> Salesforce field map (defaults, overrides, blanks dropped)."""
+        merged = {**SALESFORCE_FIELDS[kind], **self.of(kind).fields}
+        return {k: v for k, v in merged.items() if v}
+
+
+class SalesforceSettings(_Model):
+    """Loading revenue schedules and billing status into Salesforce (simple-salesforce)."""
+
+    auth: str = Field(
+        default="password", pattern="^(password|jwt)$",
+        description="`password` (username, password, security token) or `jwt` (JWT bearer "
+        "with a connected app's consumer key and a private key file).",
+    )  # fmt: skip
+    username: EnvReference = Field(default="${SALESFORCE_USERNAME}", description="${ENV}.")
+    password: EnvReference = Field(
+        default="${SALESFORCE_PASSWORD}", description="${ENV}; password flow only."
+    )
+    security_token: EnvReference = Field(
+        default="${SALESFORCE_SECURITY_TOKEN}", description="${ENV}; password flow only."
+    )
+    consumer_key: EnvReference = Field(
+        default="${SALESFORCE_CONSUMER_KEY}", description="${ENV}; JWT flow only."
+    )
+    private_key_file: str = Field(
+        default="${SALESFORCE_PRIVATE_KEY_FILE}",
+        description="Path of the JWT signing key (JWT flow only); may be ${ENV}.",
+    )
+    domain: str = Field(
+        default="login",
+        description='Login domain: "login", "test" (sandboxes) or a My Domain such as '
+        '"acme.my"; may be ${ENV}.',
+    )
+    instance_url: str | None = Field(
+        default=None, description="JWT token host override (a My Domain URL); may be ${ENV}."
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        description="CA bundle (PEM) to trust, e.g. behind a TLS-inspecting corporate proxy; "
+        "may be ${ENV}.",
+    )
+    api_version: str = Field(default="59.0", pattern=r"^\d{2}\.0$", description="REST API.")
+    send: list[str] = Field(
+        default_factory=lambda: list(SALESFORCE_KINDS),
+        description="Which objects are sent: accounts, invoices, payments, schedules.",
+    )
+    objects: SalesforceObjects = Field(default_factory=SalesforceObjects)
+    collections_threshold: int = Field(
+        default=2000, ge=1, le=1_000_000,
+        description="Up to this many records of an object go through sObject Collections "
+        "(200 a request); more go through Bulk API 2.0.",
+    )  # fmt: skip
+    bulk_max_bytes: int = Field(
+        default=100_000_000, ge=1_000, le=150_000_000,
+        description="Largest CSV upload per Bulk job (Salesforce: 150 MB after base64, so "
+        "100 MB of CSV).",
+    )  # fmt: skip
+    bulk_poll_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="First Bulk job status poll; doubles to 30 s."
+    )
+    bulk_timeout_seconds: float = Field(
+        default=3600, gt=0, description="Give up waiting for one Bulk job after this long."
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=25, description="Requests / Bulk jobs in flight at once."
+    )
+    max_attempts: int = Field(default=6, ge=1, le=20, description="Tries per request.")
+    backoff_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="First retry delay; doubles, with jitter."
+    )
+    timeout_seconds: float = Field(default=120, gt=0, le=3600, description="Per request.")
+
+    @field_validator("send")
+    @classmethod
+    def _known_kinds(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(SALESFORCE_KINDS))
+        if unknown:
+            raise ValueError(
+                f"unknown object(s) {', '.join(unknown)}; choose from {', '.join(SALESFORCE_KINDS)}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _fields_known(self) -> SalesforceSettings:
+        for kind in SALESFORCE_KINDS:
+            unknown = set(self.objects.of(kind).fields) - set(SALESFORCE_FIELDS[kind])
+            if unknown:
+                raise ValueError(
+                    f"objects.{kind}.fields: unknown tieout field(s) "
+                    f"{', '.join(sorted(unknown))}; known: {', '.join(SALESFORCE_FIELDS[kind])}"
+                )
+        return self
+
+
+class RevenueSettings(_Model):
+    """Revenue schedules and where they are loaded."""
+
+    salesforce: SalesforceSettings | None = Field(
+        default=None, description="Salesforce; without it `tieout revenue` has nowhere to load."
+    )
+
+
 class Settings(_Model):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
@@ -542,6 +755,7 @@ class Settings(_Model):
     reports: ReportsSettings = Field(default_factory=ReportsSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
     erp: ErpSettings = Field(default_factory=ErpSettings)
+    revenue: RevenueSettings = Field(default_factory=RevenueSettings)
     #: Directory relative paths (SQLite files, the local lake) are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
