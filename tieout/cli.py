@@ -739,9 +739,11 @@ def check_settings(ctx: click.Context, connect: bool) -> None:
 def _register_subcommands() -> None:
     from tieout.cli_erp import erp
     from tieout.cli_exceptions import exceptions
+    from tieout.cli_revenue import revenue
 
     main.add_command(exceptions)
     main.add_command(erp)
+    main.add_command(revenue)
 
 
 _register_subcommands()

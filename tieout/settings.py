@@ -701,6 +701,10 @@ class SalesforceSettings(_Model):
         description="Largest CSV upload per Bulk job (Salesforce: 150 MB after base64, so "
         "100 MB of CSV).",
     )  # fmt: skip
+    bulk_records_per_job: int = Field(
+        default=100_000, ge=1_000, le=10_000_000,
+        description="Records per Bulk API 2.0 job (a job's CSV is split further by bytes).",
+    )  # fmt: skip
     bulk_poll_seconds: float = Field(
         default=0.5, gt=0, le=60, description="First Bulk job status poll; doubles to 30 s."
     )

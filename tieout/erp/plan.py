@@ -44,11 +44,24 @@ class Outcome(Protocol):
     def retryable(self) -> bool: ...
 
 
+class Postable(Protocol):
+    """What the poster sends: a NetSuite journal entry or a Salesforce record."""
+
+    @property
+    def external_id(self) -> str: ...
+    @property
+    def base(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    def payload(self) -> dict[str, Any]: ...
+    def payload_hash(self) -> str: ...
+
+
 class Target(Protocol):
     system: str
     record_type: str
 
-    def upsert(self, entries: Sequence[JournalEntry]) -> Mapping[str, Outcome]: ...
+    def upsert(self, entries: Sequence[Any]) -> Mapping[str, Outcome]: ...
 
     def read_back(self, external_ids: Sequence[str]) -> dict[str, str | None]: ...
 
@@ -60,7 +73,7 @@ class StalePlanError(InputDataError):
 @dataclass(frozen=True)
 class PlannedEntry:
     action: str
-    entry: JournalEntry
+    entry: Any  # a JournalEntry (netsuite) or a SalesforceRecord (salesforce): a Postable
     reason: str
 
 
@@ -91,7 +104,7 @@ class Plan:
         """Debits and credits to be posted, per currency and account."""
         sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         for p in self.entries:
-            for line in p.entry.lines:
+            for line in getattr(p.entry, "lines", ()):
                 s = sums[(p.entry.currency, line.account)]
                 s[0] += line.debit_minor
                 s[1] += line.credit_minor
@@ -114,7 +127,7 @@ class Plan:
                     "action": p.action,
                     "reason": p.reason,
                     "entry": p.entry.payload(),
-                    "held_back": list(p.entry.held_back),
+                    "held_back": list(getattr(p.entry, "held_back", ())),
                 }
                 for p in self.entries
             ],
@@ -128,7 +141,9 @@ class Plan:
         return body
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> Plan:
+    def from_json(
+        d: dict[str, Any], decode: Callable[[Mapping[str, Any]], Any] = JournalEntry.from_payload
+    ) -> Plan:
         want = d.get("plan_id")
         body = {k: v for k, v in d.items() if k != "plan_id"}
         if want != _digest(body):
@@ -142,8 +157,7 @@ class Plan:
             end=date.fromisoformat(d["end"]),
             as_of=date.fromisoformat(d["as_of"]),
             entries=[
-                PlannedEntry(e["action"], JournalEntry.from_payload(e["entry"]), e["reason"])
-                for e in d["entries"]
+                PlannedEntry(e["action"], decode(e["entry"]), e["reason"]) for e in d["entries"]
             ],
             unchanged=list(d["unchanged"]),
             held_lines=list(d["held_lines"]),
@@ -256,6 +270,49 @@ def make_plan(
     )
 
 
+def make_record_plan(
+    records: Sequence[Postable],
+    ledger_rows: Sequence[LedgerRow],
+    *,
+    system: str,
+    start: date,
+    end: date,
+    as_of: date,
+    problems_found: Sequence[str] = (),
+) -> Plan:
+    """The plan for records that are state, not history (Salesforce upserts): a changed
+    source updates the record in place; there are no adjusting records."""
+    have = {r.external_id: r for r in ledger_rows}
+    planned: list[PlannedEntry] = []
+    unchanged: list[str] = []
+    fingerprints: dict[str, str] = {}
+    for record in sorted(records, key=lambda r: r.external_id):
+        row = have.get(record.external_id)
+        if row is None:
+            planned.append(PlannedEntry("create", record, "new"))
+        elif row.status != CONFIRMED:
+            planned.append(PlannedEntry("retry", record, f"earlier attempt {row.status}"))
+        elif row.payload_hash != record.payload_hash():
+            planned.append(PlannedEntry("update", record, "source changed; upsert updates it"))
+        else:
+            unchanged.append(record.external_id)
+            fingerprints[record.external_id] = _fingerprint([row])
+            continue
+        fingerprints[record.external_id] = _fingerprint([])
+    return Plan(
+        system=system,
+        start=start,
+        end=end,
+        as_of=as_of,
+        entries=planned,
+        unchanged=unchanged,
+        held_lines=[],
+        held_batches=[],
+        problems=list(problems_found),
+        fingerprints=fingerprints,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Apply
 
@@ -308,7 +365,10 @@ def apply_plan(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    batcher: Callable[[list[Any]], list[list[Any]]] | None = None,
 ) -> ApplyResult:
+    """Post `plan` (see the module doc). `batcher` groups the records into requests when
+    `batch_size` slices are not right (Salesforce: 200 per Collections call, big Bulk jobs)."""
     say = progress or (lambda _m: None)
     policy = policy or RetryPolicy()
     result = ApplyResult()
@@ -330,11 +390,14 @@ def apply_plan(
             result.skipped.append(e.external_id)
         else:
             send.append(e)
-    batches = [send[i : i + batch_size] for i in range(0, len(send), batch_size)]
+    if batcher is not None:
+        batches = batcher(send)
+    else:
+        batches = [send[i : i + batch_size] for i in range(0, len(send), batch_size)]
     say(f"posting {len(send)} record(s) in {len(batches)} request(s), {concurrency} at a time")
     lock = threading.Lock()
 
-    def run(index: int, batch: list[JournalEntry]) -> None:
+    def run(index: int, batch: list[Any]) -> None:
         rng = random.Random(seed * 1_000_003 + index)
         pending = list(batch)
         attempt = 0
