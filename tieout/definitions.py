@@ -7,6 +7,7 @@ import dagster as dg
 from tieout.assets.billing import build_billing_assets
 from tieout.assets.erp import erp_assets
 from tieout.assets.reconciliation import reconciliation_assets
+from tieout.assets.revenue import revenue_assets
 from tieout.assets.settlements import settlement_assets
 from tieout.pipelines.jobs import (
     billing_extract_job,
@@ -14,6 +15,8 @@ from tieout.pipelines.jobs import (
     nightly_close_job,
     nightly_close_schedule,
     nightly_extract_schedule,
+    revenue_load_job,
+    revenue_schedule_job,
     settlements_load_job,
 )
 from tieout.pipelines.partitions import daily_partitions
@@ -33,8 +36,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *settlement_assets(partitions),
             *reconciliation_assets(partitions, settings),
             *erp_assets(partitions, settings),
+            *revenue_assets(partitions, settings),
         ],
-        jobs=[job, settlements_job, close, erp_posting_job()],
+        jobs=[
+            job,
+            settlements_job,
+            close,
+            erp_posting_job(),
+            revenue_schedule_job(),
+            revenue_load_job(),
+        ],
         schedules=[
             nightly_extract_schedule(job),
             nightly_extract_schedule(settlements_job),

@@ -152,6 +152,29 @@ def _write_partitions(lake: Lake, result: ReconResult, start: date, end: date) -
             lake.write(dataset, day.isoformat(), part.sort_by([(c, "ascending") for c in order]))
 
 
+def revenue_waterfall(lake: Lake, start: date, end: date, timezone: str) -> list[dict[str, Any]]:
+    """What the invoices and credit notes issued in [start, end] recognize, per currency and
+    month (lines travel in their invoice's partitions, so the range's days hold them all)."""
+    from tieout.revenue.schedules import build_schedules, waterfall
+
+    days = business_days(start, end)
+    frames: dict[str, list[dict[str, Any]]] = {}
+    for name in ("invoices", "invoice_lines", "credit_notes"):
+        spec = TABLES[name]
+        table, _ = read_days(lake, ("billing", name), days, spec.arrow_schema())
+        frames[name] = latest_versions(table, spec.column_names[0]).to_pylist()
+    rows = build_schedules(
+        frames["invoices"], frames["invoice_lines"], frames["credit_notes"],
+        finance_timezone=timezone,
+    ).rows  # fmt: skip
+    first, last = start.replace(day=1), end.replace(day=1)
+    mine = [r for r in rows if first <= r.billing_month <= last]
+    return [
+        {"currency": p.currency, "month": p.month.isoformat(), "recognized_minor": p.amount_minor}
+        for p in waterfall(mine)
+    ]
+
+
 @dataclass
 class RunOutcome:
     result: ReconResult
@@ -242,6 +265,7 @@ def run_reconciliation(
             for c in checks
         ),
     ]
+    result.summary.revenue = revenue_waterfall(lake, start, end, timezone)
     uris: dict[str, str] = {}
     if reports is not None:
         uris = write_reports(exceptions, result.summary, reports)

@@ -57,6 +57,23 @@ def erp_posting_job() -> dg.UnresolvedAssetJobDefinition:
     )
 
 
+def revenue_schedule_job() -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        "revenue_schedule",
+        selection=dg.AssetSelection.assets(dg.AssetKey(["revenue", "schedule"])),
+        description="Build the months' revenue schedules (monthly partitions) and check them.",
+    )
+
+
+def revenue_load_job() -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        "revenue_load",
+        selection=dg.AssetSelection.assets(dg.AssetKey(["revenue", "salesforce"])),
+        description="Load the business days' billing status and revenue schedules into "
+        "Salesforce (dry_run: plan only); run it after the billing extraction.",
+    )
+
+
 def nightly_close_schedule(
     job: dg.UnresolvedAssetJobDefinition, cron: str, timezone: str
 ) -> dg.ScheduleDefinition:

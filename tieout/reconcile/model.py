@@ -172,6 +172,9 @@ class Summary:
     #: The validation summary: every data check that ran over the range (dataset, name,
     #: group, severity, passed, failing, checked, description).
     checks: list[dict[str, Any]] = field(default_factory=list)
+    #: Revenue waterfall of the invoices and credit notes issued in the range: recognized
+    #: per currency and accounting month ({"currency", "month", "recognized_minor"}).
+    revenue: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,4 +210,5 @@ class Summary:
             "conservation_ok": self.conservation_ok,
             "totals": self.totals,
             "checks": self.checks,
+            "revenue_waterfall": self.revenue,
         }

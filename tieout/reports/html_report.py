@@ -90,10 +90,47 @@ def render_html(exceptions: Sequence[ReconException], summary: Summary) -> str:
         ),
         "</div></div>",
         _open_table(exceptions, summary),
+        _waterfall(summary.revenue),
         _checks_table(summary.checks),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _waterfall(points: Sequence[dict[str, Any]]) -> str:
+    """Revenue recognized by accounting month, per currency, for what the range billed: a
+    table with a bar per month (bars scale within each currency)."""
+    head = "<h2>Revenue waterfall (recognized by month)</h2>"
+    if not points:
+        return head + '<p class="note">No revenue billed in the range.</p>'
+    out = [
+        head,
+        '<p class="note">Invoices and credit notes issued in the range, recognized by '
+        "accounting month (subscriptions by day over their service period; see "
+        "docs/revenue.md).</p>",
+    ]
+    by_currency: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        by_currency.setdefault(p["currency"], []).append(p)
+    for currency, rows in sorted(by_currency.items()):
+        top = max(abs(int(r["recognized_minor"])) for r in rows) or 1
+        total = sum(int(r["recognized_minor"]) for r in rows)
+        out.append(f"<h3>{escape(currency)}: {escape(money_text(total, currency))} in all</h3>")
+        out.append("<table><thead><tr>" + _th("month") + _th("recognized", "num")
+                   + _th("") + "</tr></thead><tbody>")  # fmt: skip
+        for r in rows:
+            amount = int(r["recognized_minor"])
+            width = 240 * abs(amount) / top
+            bar = (
+                f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 2:.0f}" height="12">'
+                f'<rect x="0" y="1" width="{width:.1f}" height="10" fill="{_ACCENT}"/></svg>'
+            )
+            out.append(
+                "<tr>" + _td(str(r["month"])[:7])
+                + _td(money_text(amount, currency), "num") + f"<td>{bar}</td></tr>"
+            )  # fmt: skip
+        out.append("</tbody></table>")
+    return "\n".join(out)
 
 
 def _checks_table(checks: Sequence[dict[str, Any]]) -> str:

@@ -28,7 +28,12 @@ from tieout.erp.plan import ApplyResult, Plan, RetryPolicy, apply_plan, make_rec
 from tieout.errors import ConfigError
 from tieout.reconciliation import business_days, latest_versions, read_days
 from tieout.revenue.records import Billing, build_records, field_plans
-from tieout.revenue.schedules import ScheduleRow, build_schedules
+from tieout.revenue.schedules import (
+    ScheduleRow,
+    build_schedules,
+    check_deferred,
+    check_line_sums,
+)
 from tieout.schema import TABLES
 from tieout.settings import SalesforceSettings, Settings
 
@@ -76,6 +81,10 @@ def build_sources(
         billing.invoices, billing.invoice_lines, billing.credit_notes, finance_timezone=tz
     )
     plans, problems = field_plans(sf, shapes)
+    args = (billing.invoices, billing.invoice_lines, billing.credit_notes)
+    # The schedule asset blocks on these too; a load run re-checks what it is about to send.
+    problems += [f"schedule: {p}" for p in check_line_sums(result.rows, *args, finance_timezone=tz)]
+    problems += [f"deferred: {p}" for p in check_deferred(result.rows, *args, finance_timezone=tz)]
     records: list[SalesforceRecord] = []
     if not problems:
         records = build_records(
