@@ -324,6 +324,7 @@ def extract(ctx: click.Context, start: date, end: date) -> None:
 def _demo_settings_toml(reports: str) -> str:
     """The demo's own dagster_project.toml: every path inside data/demo, the demo's fees."""
     from tieout.demo_erp import netsuite_toml
+    from tieout.demo_revenue import salesforce_toml
     from tieout.demo_settlements import demo_fee_schedules
 
     out = [
@@ -357,7 +358,53 @@ def _demo_settings_toml(reports: str) -> str:
             f"tolerance_minor = {fees['tolerance_minor']}",
         ]
     out += netsuite_toml()
+    out += salesforce_toml()
     return "\n".join(out) + "\n"
+
+
+def _demo_revenue(settings: Any, start: date, end: date) -> bool:
+    """Build and check the months' revenue schedules, print the Salesforce plan, load it
+    through Dagster into an in-process Salesforce sandbox."""
+    import dagster as dg
+
+    from tieout.connectors.lake import Lake
+    from tieout.connectors.ledger import PostingLedger
+    from tieout.connectors.salesforce import make_client
+    from tieout.demo_erp import ledger_summary
+    from tieout.demo_revenue import salesforce_sandbox, sandbox_summary
+    from tieout.revenue.loading import describe_all, plan_revenue, render_plan
+
+    ok = _run_job(
+        settings, "revenue_schedule", start.replace(day=1), end.replace(day=1),
+        "revenue schedules of the months", instance=dg.DagsterInstance.get(),
+        into=f"{settings.lake_root()}/revenue/schedule",
+    )  # fmt: skip
+    if not ok:
+        return False
+    with salesforce_sandbox() as sb:
+        _echo(f"Salesforce sandbox (in-process, TLS REST and Bulk 2.0) at {sb.instance_url}")
+        sf = settings.revenue.salesforce
+        lake = Lake(settings.lake_root(), settings.lake_endpoint())
+        ledger = PostingLedger(settings.state_url(), settings.state.schema_)
+        try:
+            shapes = describe_all(sf, make_client(sf, Path(settings.base_dir)))
+            plan = plan_revenue(settings, lake, ledger, start, end, shapes)
+        finally:
+            ledger.dispose()
+        click.echo("")
+        click.echo(render_plan(plan, limit=5))
+        click.echo("")
+        ok = _run_job(
+            settings, "revenue_load", start, end, "loading revenue of",
+            instance=dg.DagsterInstance.get(), into="the Salesforce sandbox",
+        )  # fmt: skip
+        click.echo(sandbox_summary(sb))
+        ledger = PostingLedger(settings.state_url(), settings.state.schema_)
+        try:
+            click.echo(f"posting ledger (state database): {ledger_summary(ledger, 'salesforce')}")
+        finally:
+            ledger.dispose()
+    return ok
 
 
 def _demo_post(settings: Any, start: date, end: date) -> bool:
@@ -413,7 +460,9 @@ def demo(ctx: click.Context, seed: int, customers: int, out: Path | None) -> Non
     known discrepancies, listed in data/demo/settlements/answer_key.csv) under data/demo/,
     then runs the nightly_close job (extract, load settlements, reconcile, report) over the
     demo's 30 business days through Dagster on a local instance in data/demo/dagster_home,
-    prints the ERP plan and posts the journals to an in-process NetSuite sandbox (erp_posting).
+    prints the ERP plan and posts the journals to an in-process NetSuite sandbox (erp_posting),
+    then builds the revenue schedules (revenue_schedule) and loads billing status and schedules
+    into an in-process Salesforce sandbox (revenue_load).
     Your own dagster_project.toml is not touched: the demo writes and uses
     data/demo/dagster_project.toml.
     """
@@ -461,6 +510,8 @@ def demo(ctx: click.Context, seed: int, customers: int, out: Path | None) -> Non
             )
             if ok:
                 ok = _demo_post(settings, DEMO_START, end)
+            if ok:
+                ok = _demo_revenue(settings, DEMO_START, end)
         finally:
             if before is None:
                 os.environ.pop("DAGSTER_HOME", None)

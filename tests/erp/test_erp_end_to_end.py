@@ -21,6 +21,7 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.books import make_books
 from tieout.cli import main
 from tieout.connectors.ledger import PostingLedger
 from tieout.demo_erp import netsuite_sandbox, netsuite_toml
@@ -39,29 +40,8 @@ def invoke(*args: str) -> Result:
 
 @pytest.fixture(scope="module")
 def books(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo billing database and settlement files, reconciled: the lake and exception store
-    ERP posting reads. Returns the settings file; tests copy the folder to post into."""
-    root = tmp_path_factory.mktemp("books")
-    settings = root / "dagster_project.toml"
-    settings.write_text(
-        "\n".join([
-            "[billing]", 'url = "sqlite:///billing.db"', f"partitions_start = {START}",
-            "[lake]", 'root = "lake"', "[settlements]", 'path = "settle"',
-            "[state]", 'url = "sqlite:///state.db"', "[reports]", 'path = "reports"',
-            "[checks]", "min_match_rate = 0.5", "warn_match_rate = 0.9",
-            *netsuite_toml(),
-        ]) + "\n",
-        encoding="utf-8",
-    )  # fmt: skip
-    made = invoke(
-        "demo-data", "--billing-url", f"sqlite:///{root / 'billing.db'}",
-        "--start", START.isoformat(), "--days", "12", "--customers", "50",
-        "--settlements", str(root / "settle"),
-    )  # fmt: skip
-    assert made.exit_code == 0, made.output
-    ran = invoke("reconcile", "--config", str(settings), *PERIOD)
-    assert ran.exit_code == 0, ran.output
-    return settings
+    """Reconciled demo books with the demo's `[erp.netsuite]`; tests copy the folder."""
+    return make_books(tmp_path_factory.mktemp("books"), START, 12, netsuite_toml())
 
 
 @pytest.fixture
