@@ -1,0 +1,1 @@
+"""Revenue recognition (ASC 606): schedules that spread billed revenue over accounting months."""
