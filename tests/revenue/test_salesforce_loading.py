@@ -218,10 +218,20 @@ def test_a_duplicate_external_id_is_refused_by_key_and_the_rest_loads(
     assert applied.exit_code == 1
     assert f"refused Tieout_Invoice__c/{invoice}" in applied.stderr
     assert "DUPLICATE" in applied.stderr.upper()
-    assert "1 refused" in applied.output
-    total = len(plan["entries"])
-    # Everything else landed: the other invoices, and every schedule row and payment.
-    assert sum(held(sandbox).values()) >= total - 1
+    refused = set(re.findall(r"refused (\S+): ", applied.stderr))
+    # The invoice, and the payments and schedule rows that name it as their parent: nothing
+    # else. Each is reported by object and key.
+    children = {
+        f"{e['entry']['sobject']}/{e['entry']['key']}"
+        for e in plan["entries"]
+        if e["entry"]["values"].get("Tieout_Invoice__r.Tieout_External_Id__c") == invoice
+    }
+    assert children
+    assert refused == {f"Tieout_Invoice__c/{invoice}", *children}
+    assert f"{len(refused)} refused" in applied.output
+    # Everything else landed (the twins are the two seeded records).
+    assert sum(held(sandbox).values()) == len(plan["entries"]) - len(refused) + 2
+    assert doubles(sandbox) == [f"Tieout_Invoice__c/{invoice}"]
 
 
 def test_an_unknown_field_fails_at_plan_time_naming_object_and_field(
