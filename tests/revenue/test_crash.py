@@ -13,12 +13,15 @@ from collections import Counter
 from datetime import date
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from tieout.cli import main
 from tieout.connectors.ledger import CONFIRMED, PostingLedger
 from tieout.connectors.salesforce import SalesforceRecord
 from tieout.demo_revenue import salesforce_sandbox, salesforce_toml
 from tieout.erp.plan import make_record_plan
 from tieout.revenue.loading import write_plan
-from tieout.sandbox.salesforce import FaultKind, SalesforceSandbox
+from tieout.sandbox.salesforce import FaultKind, Operation, SalesforceSandbox
 
 RUNS = 20
 ACCOUNTS = 30
@@ -68,6 +71,11 @@ def write_settings(tmp: Path) -> Path:
     return path
 
 
+def writes(sb: SalesforceSandbox) -> list[object]:
+    ops = {Operation.COLLECTIONS_UPSERT, Operation.BULK_CREATE_JOB, Operation.BULK_UPLOAD}
+    return [r for r in sb.request_log if r.operation in ops]
+
+
 def held(sb: SalesforceSandbox) -> Counter[str]:
     out: Counter[str] = Counter()
     for r in sb.all_records("Account"):
@@ -93,14 +101,21 @@ def test_sigkill_at_random_points_never_loses_or_doubles_a_record(tmp_path: Path
             plan_path = write_plan(plan, tmp / "plan.json")
             cmd = [sys.executable, "-m", "tieout.cli", "--settings", str(settings),
                    "revenue", "apply", "--plan", str(plan_path)]  # fmt: skip
+            started = len(writes(sandbox))
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            time.sleep(rng.uniform(0.5, 3.0))
+            # Kill somewhere in the load itself, not in the interpreter's start-up.
+            deadline = time.monotonic() + 60
+            while len(writes(sandbox)) == started and proc.poll() is None:
+                assert time.monotonic() < deadline, "the loader never started writing"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.8))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
             proc.wait()
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stdout + done.stderr
+            # Run it again (in-process: the same command, without another start-up).
+            done = CliRunner().invoke(main, cmd[3:], catch_exceptions=False)
+            assert done.exit_code == 0, done.output
             ids = {r.external_id for r in wanted}
             have = held(sandbox)
             mine = {k: n for k, n in have.items() if k in ids}
