@@ -14,7 +14,9 @@ database beside the exception store.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -81,6 +83,16 @@ class PostingLedger(StateTables):
     def __init__(self, url: str, schema: str | None = "tieout") -> None:
         super().__init__(url, schema)
         self._md, self.table = _metadata(self.schema)
+        # SQLite has one writer at a time, and a writer that finds the database locked
+        # sleeps in growing steps (up to 100 ms) before it looks again; the poster's threads
+        # take turns on this lock instead. Other databases lock rows, not the file.
+        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction (one writer of this ledger at a time on SQLite)."""
+        with self._write_lock or nullcontext(), self.engine.begin() as conn:
+            yield conn
 
     def rows(
         self,
@@ -116,6 +128,22 @@ class PostingLedger(StateTables):
                 fetch(col.in_(ids[i : i + _CHUNK]))
         return dict(sorted(out.items()))
 
+    def states(self, system: str, external_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """(status, payload_hash) by external id, for the rows that exist: what `rows` says
+        about them without reading their payloads."""
+        self.ensure()
+        t = self.table
+        out: dict[str, tuple[str, str]] = {}
+        ids = sorted(set(external_ids))
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), _CHUNK):
+                q = sa.select(t.c.external_id, t.c.status, t.c.payload_hash).where(
+                    t.c.system == system, t.c.external_id.in_(ids[i : i + _CHUNK])
+                )
+                for ext, status, digest in conn.execute(q):
+                    out[ext] = (status, digest)
+        return out
+
     def stage(
         self,
         system: str,
@@ -130,37 +158,33 @@ class PostingLedger(StateTables):
         self.ensure()
         t = self.table
         now = _now()
-        existing = self.rows(system, external_ids=[r[0] for r in records])
-        with self.engine.begin() as conn:
-            for ext, base, kind, digest, payload in records:
-                row = existing.get(ext)
-                values = {
-                    "record_type": record_type,
-                    "base_id": base,
-                    "kind": kind,
-                    "payload_hash": digest,
-                    "payload": json.dumps(payload, sort_keys=True),
-                    "updated_at": now,
-                }
-                if row is None:
-                    conn.execute(
-                        sa.insert(t).values(
-                            system=system,
-                            external_id=ext,
-                            status=PENDING,
-                            attempts=0,
-                            created_at=now,
-                            **values,
-                        )
-                    )
-                elif row.status == SENT or (row.status == CONFIRMED and row.payload_hash == digest):
-                    continue
-                else:
-                    conn.execute(
-                        sa.update(t)
-                        .where(t.c.system == system, t.c.external_id == ext)
-                        .values(status=PENDING, last_error=None, **values)
-                    )
+        existing = self.states(system, [r[0] for r in records])
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for ext, base, kind, digest, payload in records:
+            state = existing.get(ext)
+            values = {
+                "record_type": record_type,
+                "base_id": base,
+                "kind": kind,
+                "payload_hash": digest,
+                "payload": json.dumps(payload, sort_keys=True),
+                "updated_at": now,
+            }
+            if state is None:
+                inserts.append(
+                    {"system": system, "external_id": ext, "status": PENDING, "attempts": 0,
+                     "created_at": now, **values}
+                )  # fmt: skip
+            elif state[0] == SENT or state == (CONFIRMED, digest):
+                continue
+            else:
+                updates.append({"_ext": ext, "status": PENDING, "last_error": None, **values})
+        with self._write() as conn:
+            # One statement per kind, executed for many rows (executemany).
+            if inserts:
+                conn.execute(sa.insert(t), inserts)
+            self._update_each(conn, system, updates)
 
     def mark_sent(self, system: str, external_ids: Sequence[str]) -> None:
         """Just before the request leaves: from here until the answer, the outcome is unknown."""
@@ -168,34 +192,44 @@ class PostingLedger(StateTables):
                   attempts=self.table.c.attempts + 1)  # fmt: skip
 
     def mark_confirmed(self, system: str, internal_ids: Mapping[str, str]) -> None:
-        self.ensure()
-        t = self.table
         now = _now()
-        with self.engine.begin() as conn:
-            for ext, iid in internal_ids.items():
-                conn.execute(
-                    sa.update(t)
-                    .where(t.c.system == system, t.c.external_id == ext)
-                    .values(
-                        status=CONFIRMED,
-                        internal_id=iid,
-                        last_error=None,
-                        updated_at=now,
-                        confirmed_at=now,
-                    )
-                )
+        self._set_each(
+            system,
+            [{"_ext": ext, "internal_id": iid} for ext, iid in internal_ids.items()],
+            status=CONFIRMED, last_error=None, updated_at=now, confirmed_at=now,
+        )  # fmt: skip
 
     def mark_failed(self, system: str, errors: Mapping[str, str]) -> None:
+        self._set_each(
+            system,
+            [{"_ext": ext, "last_error": err[:2000]} for ext, err in errors.items()],
+            status=FAILED, updated_at=_now(),
+        )  # fmt: skip
+
+    def _set_each(self, system: str, params: Sequence[dict[str, Any]], **values: Any) -> None:
         self.ensure()
+        if not params:
+            return
+        with self._write() as conn:
+            self._update_each(conn, system, params, **values)
+
+    def _update_each(
+        self, conn: sa.Connection, system: str, params: Sequence[dict[str, Any]], **values: Any
+    ) -> None:
+        """Per-row values (`params`, each keyed by `_ext`, the external id, and all with the
+        same keys) and shared `values`: one UPDATE statement executed for all the rows."""
+        if not params:
+            return
         t = self.table
-        now = _now()
-        with self.engine.begin() as conn:
-            for ext, err in errors.items():
-                conn.execute(
-                    sa.update(t)
-                    .where(t.c.system == system, t.c.external_id == ext)
-                    .values(status=FAILED, last_error=err[:2000], updated_at=now)
-                )
+        # Bind names must differ from the names of the columns they set.
+        per_row: dict[str, Any] = {k: sa.bindparam(f"_v_{k}") for k in params[0] if k != "_ext"}
+        stmt = (
+            sa.update(t)
+            .where(t.c.system == system, t.c.external_id == sa.bindparam("_ext"))
+            .values(**values, **per_row)
+        )
+        conn.execute(stmt, [{(k if k == "_ext" else f"_v_{k}"): v for k, v in p.items()}
+                            for p in params])  # fmt: skip
 
     def mark_pending(self, system: str, external_ids: Sequence[str], error: str) -> None:
         """Read back and not there: it was never written; send it again."""
@@ -205,7 +239,7 @@ class PostingLedger(StateTables):
         self.ensure()
         t = self.table
         ids = list(external_ids)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for i in range(0, len(ids), _CHUNK):
                 conn.execute(
                     sa.update(t)

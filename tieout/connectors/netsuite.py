@@ -11,6 +11,7 @@ Credentials come from the environment only; they are handed to the client and ne
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -98,14 +99,147 @@ def make_client(settings: NetSuiteSettings, base_dir: Path) -> Any:
     return client
 
 
+def clone_client(client: Any) -> Any:
+    """Another client like `client` (same class, account, credentials and options) for another
+    thread: its own zeep `Client`, HTTP session and service proxy, over the WSDL `client`
+    already parsed (zeep takes a parsed `Document`) instead of fetching and parsing it again,
+    which for NetSuite's full WSDL takes seconds.
+
+    netsuitesdk keeps only settings and read-only types on its client besides the zeep client
+    and its service proxy, which are replaced here; these attribute names are netsuitesdk 3's.
+    """
+    import zeep
+    import zeep.transports
+
+    zeep_client_class: Any = zeep.Client
+    transport_class: Any = zeep.transports.Transport
+    source = client._client
+    zeep_client = zeep_client_class(
+        source.wsdl,
+        transport=transport_class(operation_timeout=source.transport.operation_timeout),
+        settings=source.settings,
+    )
+    binding = (
+        f"{{urn:platform_{client.netsuite_binding_version}.webservices.netsuite.com}}"
+        "NetSuiteBinding"
+    )
+    clone = copy.copy(client)
+    clone._client = zeep_client
+    clone._service_proxy = zeep_client.create_service(binding, client._datacenter_url)
+    return clone
+
+
 def tran_datetime(day: date) -> datetime:
     """NetSuite types tranDate as xsd:dateTime and reads it in the account's time zone; noon,
     without an offset, stays on the same calendar day wherever the account is."""
     return datetime(day.year, day.month, day.day, 12, 0)
 
 
-def _ref(client: Any, internal_id: str | None) -> Any:
-    return None if internal_id is None else client.RecordRef(internalId=internal_id)
+def _defaults(xsd_type: Any) -> dict[str, Any]:
+    """The values zeep's own constructor (`CompoundValue.__init__`) gives a complex type's
+    fields when none are passed: None for most, a declared default for some (e.g.
+    JournalEntryLineList's `replaceAll="true"`). zeep skips a None optional field at once."""
+    out: dict[str, Any] = {}
+    for name, container in xsd_type.elements_nested:
+        value = container.default_value
+        if isinstance(value, dict):
+            out.update(value)
+        else:
+            out[name] = value
+    for name, attribute in xsd_type.attributes:
+        out[name] = attribute.default_value
+    return out
+
+
+def _field_names(xsd_type: Any) -> set[str]:
+    names = {name for name, _ in xsd_type.attributes}
+    names.update(name for name, _ in xsd_type.elements)
+    return names
+
+
+_LINE_FIELDS: Final = ("account", "memo", "debit", "credit", "department", "class")
+_ENTRY_FIELDS: Final = ("externalId", "tranDate", "currency", "subsidiary", "memo", "lineList")
+
+
+class _RecordBuilder:
+    """zeep values for journal entries, built cheaply for one client's schema.
+
+    zeep renders a complex value from a mapping as well as from its generated value objects,
+    so only the top-level record (which needs its concrete type, for `xsi:type`) is a zeep
+    `JournalEntry` object; its references and lines are plain dicts holding exactly what
+    zeep's constructors would have put in their objects (every field, None when unset, and
+    the declared defaults). The top-level object is a copy of an empty `JournalEntry` made
+    once, instead of a fresh run of zeep's constructor, which matches every field against
+    the keyword arguments. The field names are checked against the client's WSDL once; the
+    XML zeep renders is byte for byte what it renders from its own constructors' objects.
+    """
+
+    def __init__(self, client: Any) -> None:
+        for xsd_type, fields in (
+            (client.JournalEntry, _ENTRY_FIELDS),
+            (client.JournalEntryLineList, ("line",)),
+            (client.JournalEntryLine, _LINE_FIELDS),
+            (client.RecordRef, ("internalId",)),
+        ):
+            missing = set(fields) - _field_names(xsd_type)
+            if missing:
+                raise ConfigError(
+                    f"the NetSuite WSDL's {xsd_type.name} has no field(s) {sorted(missing)}"
+                )
+        self.line_list = _defaults(client.JournalEntryLineList)
+        self.line = _defaults(client.JournalEntryLine)
+        self.ref = _defaults(client.RecordRef)
+        empty = client.JournalEntry()
+        self.entry_class: Any = type(empty)
+        self.entry = {name: empty[name] for name in empty}
+
+    def _new_entry(self) -> Any:
+        # CompoundValue keeps its fields in `__values__` (what its __init__ fills in).
+        record = self.entry_class.__new__(self.entry_class)
+        record.__values__ = dict(self.entry)
+        return record
+
+    def _ref(self, internal_id: str | None) -> dict[str, Any] | None:
+        return None if internal_id is None else {**self.ref, "internalId": internal_id}
+
+    def journal_entry(self, entry: JournalEntry, currency_id: str) -> Any:
+        lines = []
+        for line in entry.lines:
+            value: dict[str, Any] = {
+                **self.line,
+                "account": self._ref(line.account),
+                "memo": line.memo[:4000],
+            }
+            if line.debit_minor:
+                value["debit"] = netsuite_amount(line.debit_minor, entry.currency)
+            if line.credit_minor:
+                value["credit"] = netsuite_amount(line.credit_minor, entry.currency)
+            if line.department:
+                value["department"] = self._ref(line.department)
+            if line.class_:
+                value["class"] = self._ref(line.class_)
+            lines.append(value)
+        record = self._new_entry()
+        record["externalId"] = entry.external_id
+        record["tranDate"] = tran_datetime(entry.tran_date)
+        record["currency"] = self._ref(currency_id)
+        record["subsidiary"] = self._ref(entry.subsidiary)
+        record["memo"] = entry.memo[:4000]
+        record["lineList"] = {**self.line_list, "line": lines}
+        return record
+
+
+_BUILDERS_LOCK: Final = threading.Lock()
+
+
+def _builder(client: Any) -> _RecordBuilder:
+    builder: _RecordBuilder | None = getattr(client, "_tieout_record_builder", None)
+    if builder is None:
+        with _BUILDERS_LOCK:
+            builder = getattr(client, "_tieout_record_builder", None)
+            if builder is None:
+                builder = client._tieout_record_builder = _RecordBuilder(client)
+    return builder
 
 
 def journal_record(client: Any, entry: JournalEntry, currencies: Mapping[str, str]) -> Any:
@@ -115,26 +249,7 @@ def journal_record(client: Any, entry: JournalEntry, currencies: Mapping[str, st
             f"erp.netsuite.currencies has no NetSuite id for {entry.currency} (needed by "
             f'{entry.external_id}); add e.g. {entry.currency} = "5"'
         )
-    lines = []
-    for line in entry.lines:
-        kwargs: dict[str, Any] = {"account": _ref(client, line.account), "memo": line.memo[:4000]}
-        if line.debit_minor:
-            kwargs["debit"] = netsuite_amount(line.debit_minor, entry.currency)
-        if line.credit_minor:
-            kwargs["credit"] = netsuite_amount(line.credit_minor, entry.currency)
-        if line.department:
-            kwargs["department"] = _ref(client, line.department)
-        if line.class_:
-            kwargs["class"] = _ref(client, line.class_)
-        lines.append(client.JournalEntryLine(**kwargs))
-    return client.JournalEntry(
-        externalId=entry.external_id,
-        tranDate=tran_datetime(entry.tran_date),
-        currency=_ref(client, currencies[entry.currency]),
-        subsidiary=_ref(client, entry.subsidiary),
-        memo=entry.memo[:4000],
-        lineList=client.JournalEntryLineList(line=lines),
-    )
+    return _builder(client).journal_entry(entry, currencies[entry.currency])
 
 
 def _status_error(status: Any) -> tuple[str, str]:
@@ -178,7 +293,10 @@ def _classify(exc: BaseException) -> RetryableError | None:
 
 
 class NetSuiteTarget:
-    """The two calls the poster needs, over one netsuitesdk client per thread."""
+    """The two calls the poster needs, over one netsuitesdk client per thread.
+
+    With the default factory, the first thread's client is made from the settings and the
+    other threads' are clones of it (`clone_client`: the WSDL is fetched and parsed once)."""
 
     system: str = "netsuite"
     record_type: str = RECORD_TYPE
@@ -189,12 +307,21 @@ class NetSuiteTarget:
     ) -> None:  # fmt: skip
         self.settings = settings
         self._factory = client_factory or (lambda: make_client(settings, base_dir or Path.cwd()))
+        self._clone = client_factory is None
+        self._first: Any = None
+        self._lock = threading.Lock()
         self._local = threading.local()
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._factory()
+            with self._lock:
+                if self._first is None:
+                    client = self._first = self._factory()
+                elif self._clone:
+                    client = clone_client(self._first)
+                else:
+                    client = self._factory()
             self._local.client = client
         return client
 

@@ -377,16 +377,19 @@ def apply_plan(
     todo = [p.entry for p in plan.entries]
     if not todo:
         return result
+    hashes = [e.payload_hash() for e in todo]  # once per entry: it serializes the payload
     ledger.stage(
         target.system,
         target.record_type,
-        [(e.external_id, e.base, e.kind, e.payload_hash(), e.payload()) for e in todo],
+        [
+            (e.external_id, e.base, e.kind, h, e.payload())
+            for e, h in zip(todo, hashes, strict=True)
+        ],
     )
-    rows = ledger.rows(target.system, external_ids=[e.external_id for e in todo])
+    states = ledger.states(target.system, [e.external_id for e in todo])
     send = []
-    for e in todo:
-        row = rows.get(e.external_id)
-        if row is not None and row.status == CONFIRMED and row.payload_hash == e.payload_hash():
+    for e, digest in zip(todo, hashes, strict=True):
+        if states.get(e.external_id) == (CONFIRMED, digest):
             result.skipped.append(e.external_id)
         else:
             send.append(e)

@@ -11,13 +11,13 @@ local name; repeated elements as lists), `Decimal` for xsd:double (money must st
 a polymorphic element (declared abstract, e.g. a custom field) carries its concrete type's
 local name under the key `"xsiType"`.
 
-Parsing uses the standard library; `xml.etree` forgets namespace declarations, so the parser
-below records each element's in-scope prefixes to resolve QName-valued attributes (xsi:type).
+Parsing uses lxml, whose elements keep their in-scope namespace declarations, which resolving
+QName-valued attributes (xsi:type) needs.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # element type names; lxml's elements behave alike
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
@@ -25,6 +25,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final, cast
 from xml.sax.saxutils import escape, quoteattr
+
+from lxml import etree  # type: ignore[import-untyped]
 
 WSDL_DIR: Final = Path(__file__).resolve().parent / "wsdl"
 
@@ -63,6 +65,8 @@ _PREFIX_OF: Final = {uri: prefix for prefix, uri in PREFIXES.items()}
 QName = tuple[str, str]
 """(namespace URI, local name)."""
 
+_XSI_TYPE: Final = f"{{{XSI}}}type"
+
 
 class SchemaViolation(ValueError):
     """A request does not match the sandbox's schema (answered with a SOAP fault)."""
@@ -72,37 +76,31 @@ class SchemaViolation(ValueError):
 
 
 class XmlDoc:
-    """A parsed document that remembers which namespace prefixes are in scope where."""
+    """A parsed document that knows which namespace prefixes are in scope where.
+
+    Parsed by lxml (zeep's own XML library): its elements keep their in-scope namespace
+    declarations (`nsmap`), which QName-valued attributes (xsi:type) need, and it parses a
+    list request of 200 records about ten times faster than an ElementTree pull parser that
+    records the declarations itself. Comments and processing instructions are dropped (as
+    ElementTree does); DTDs, entities and network access are refused.
+    """
 
     def __init__(self, data: bytes) -> None:
         # Entity expansion is the classic XML bomb; SOAP never needs a DTD.
         if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
             raise SchemaViolation("DTDs are not allowed in SOAP messages")
-        parser: ET.XMLPullParser[Any] = ET.XMLPullParser(events=("start-ns", "start", "end"))
+        parser = etree.XMLParser(  # one per document: lxml parsers are not thread-safe
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            remove_comments=True,
+            remove_pis=True,
+            huge_tree=False,
+        )
         try:
-            parser.feed(data)
-            parser.close()
-            events = cast(list[tuple[str, Any]], list(parser.read_events()))
-        except ET.ParseError as exc:
+            root = etree.fromstring(data, parser)
+        except etree.XMLSyntaxError as exc:
             raise SchemaViolation(f"malformed XML: {exc}") from None
-        stack: list[dict[str, str]] = [{}]
-        pending: dict[str, str] = {}
-        self._scopes: dict[ET.Element, dict[str, str]] = {}
-        root: ET.Element | None = None
-        for event, payload in events:
-            if event == "start-ns":
-                prefix, uri = cast(tuple[str, str], payload)
-                pending[prefix] = uri
-            elif event == "start":
-                element = cast(ET.Element, payload)
-                scope = {**stack[-1], **pending} if pending else stack[-1]
-                pending = {}
-                stack.append(scope)
-                self._scopes[element] = scope
-                if root is None:
-                    root = element
-            else:
-                stack.pop()
         if root is None:
             raise SchemaViolation("empty XML document")
         self.root: ET.Element = root
@@ -110,10 +108,10 @@ class XmlDoc:
     def resolve(self, element: ET.Element, prefixed: str) -> QName:
         """Resolve a QName-valued attribute (`ns3:JournalEntry`) in the element's scope."""
         prefix, _, local = prefixed.strip().rpartition(":")
-        try:
-            return (self._scopes[element][prefix], local)
-        except KeyError:
-            raise SchemaViolation(f"undeclared namespace prefix in {prefixed!r}") from None
+        uri = cast(Any, element).nsmap.get(prefix or None)
+        if uri is None:
+            raise SchemaViolation(f"undeclared namespace prefix in {prefixed!r}")
+        return (uri, local)
 
 
 def split_tag(tag: str) -> QName:
@@ -193,6 +191,16 @@ def _read_complex(doc: XmlDoc, node: ET.Element, tns: str) -> _RawType:
     return spec
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """A complex type's attributes and elements, inherited ones included."""
+
+    attributes: tuple[tuple[str, QName], ...]
+    elements: tuple[ElementDecl, ...]  # none for simple content
+    known: frozenset[str]  # the keys a value may have
+    by_tag: dict[str, ElementDecl]  # elements by `{namespace}name` (ElementTree's tag)
+
+
 class Schema:
     """Complex types, simple types and global elements of every XSD in `wsdl/`."""
 
@@ -226,6 +234,9 @@ class Schema:
             self.complex_types[qname] = ComplexType(
                 qname, spec.abstract, spec.base, elements, tuple(spec.attributes), spec.simple
             )
+        # Per-type answers decode/encode ask for on every element (the types never change).
+        self._shapes: dict[QName, _Shape] = {}
+        self._subtypes: dict[tuple[QName, str], QName] = {}
 
     # -- queries
 
@@ -251,17 +262,37 @@ class Schema:
 
     def subtype_named(self, base: QName, local: str) -> QName:
         """The unique subtype of `base` called `local` (xsi:type values are stored bare)."""
+        found = self._subtypes.get((base, local))
+        if found is None:
+            found = self._subtypes[(base, local)] = self._find_subtype(base, local)
+        return found
+
+    def _find_subtype(self, base: QName, local: str) -> QName:
         matches = [q for q in self.complex_types if q[1] == local and self.is_subtype(q, base)]
         if len(matches) != 1:
             raise ValueError(f"no unique subtype {local!r} of {base[1]!r}")
         return matches[0]
+
+    def _shape(self, qname: QName) -> _Shape:
+        shape = self._shapes.get(qname)
+        if shape is None:
+            ctype = self.complex_types[qname]
+            attributes = tuple(self.all_attributes(qname))
+            elements = () if ctype.simple_content else tuple(self.all_elements(qname))
+            known = {"xsiType", *(a for a, _ in attributes), *(e.name for e in elements)}
+            if ctype.simple_content:
+                known.add("value")
+            by_tag = {(f"{{{d.namespace}}}{d.name}" if d.namespace else d.name): d
+                      for d in self.all_elements(qname)}  # fmt: skip
+            shape = self._shapes[qname] = _Shape(attributes, elements, frozenset(known), by_tag)
+        return shape
 
     # -- XML -> Python
 
     def decode(self, doc: XmlDoc, element: ET.Element, declared: QName) -> Any:
         """Decode `element`, declared with type `declared`, into plain Python values."""
         actual = declared
-        xsi_type = element.get(f"{{{XSI}}}type")
+        xsi_type = element.get(_XSI_TYPE)
         if xsi_type:
             actual = doc.resolve(element, xsi_type)
             if actual != declared and not self.is_subtype(actual, declared):
@@ -277,19 +308,20 @@ class Schema:
             raise SchemaViolation(f"type {actual[1]!r} is not supported by the sandbox")
         if ctype.abstract:
             raise SchemaViolation(f"<{split_tag(element.tag)[1]}> needs a concrete xsi:type")
+        shape = self._shape(actual)
         out: dict[str, Any] = {}
         if actual != declared:
             out["xsiType"] = actual[1]
-        for name, attr_type in self.all_attributes(actual):
+        for name, attr_type in shape.attributes:
             raw = element.get(name)
             if raw is not None:
                 out[name] = _from_text(attr_type[1], raw, name) if attr_type[0] == XSD else raw
         if ctype.simple_content is not None:
             out["value"] = _from_text(ctype.simple_content[1], element.text or "", "value")
             return out
-        decls = {(d.namespace, d.name): d for d in self.all_elements(actual)}
+        decls = shape.by_tag
         for child in element:
-            decl = decls.get(split_tag(child.tag))
+            decl = decls.get(child.tag)
             if decl is None:
                 raise SchemaViolation(
                     f"unexpected element <{split_tag(child.tag)[1]}> in {actual[1]}"
@@ -323,12 +355,9 @@ class Schema:
             raise ValueError(f"{name}: abstract {actual[1]} needs an 'xsiType'")
         if not isinstance(value, Mapping):
             raise ValueError(f"{name}: expected a mapping for {actual[1]}, got {value!r}")
-        attributes = self.all_attributes(actual)
-        elements = [] if ctype.simple_content else self.all_elements(actual)
-        known = {"xsiType", *(a for a, _ in attributes), *(e.name for e in elements)}
-        if ctype.simple_content:
-            known.add("value")
-        unknown = set(value) - known
+        shape = self._shape(actual)
+        attributes, elements = shape.attributes, shape.elements
+        unknown = set(value) - shape.known
         if unknown:
             raise ValueError(f"{actual[1]} has no field(s) {sorted(unknown)}")
         attr_text = "".join(

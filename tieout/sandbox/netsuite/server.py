@@ -669,9 +669,11 @@ class NetSuiteSandbox:
             raise RecordError(CODE_USER_ERROR, "Upsert requires an externalId.")
         with self._store.locked():
             if record_type == "journalEntry":
-                clean = normalize_journal_entry(
+                # normalize_journal_entry returns a fresh copy: the store may keep it as is.
+                record = normalize_journal_entry(
                     self._store, clean, max_lines=self._max_lines_per_journal
                 )
+                return self._store.upsert(record_type, record, owned=True).internal_id
             return self._store.upsert(record_type, clean).internal_id
 
     # -- reads
