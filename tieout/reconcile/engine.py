@@ -3,9 +3,11 @@
 Plain Python over Arrow tables (no Dagster, no connectors), so it is tested on frames in
 milliseconds and the assets only feed it and persist what it returns. The heavy pass, the
 reference match over every payment and line, runs in DuckDB as one full outer join of both
-tables (no row-by-row Python), and the buckets, totals and matches are read from that join;
-what is left after it (a small fraction of the rows: pairs in question, references shared by
-several rows, rows without a partner) goes through the remaining passes in Python.
+tables that returns row numbers only (no row-by-row Python); verdicts, buckets, totals and
+matches are then worked out on numpy arrays indexed by row number (strings as small codes),
+and the bucket and match tables are cut from the Arrow inputs. What is left after the join
+(a small fraction of the rows: pairs in question, references shared by several rows, rows
+without a partner) is read back by row number and goes through the remaining passes in Python.
 
 Passes, each recorded as the rule that made the match:
 
@@ -35,13 +37,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tieout.canonical import local_days
 from tieout.money import format_minor
@@ -137,12 +142,17 @@ def _empty_like(names: Sequence[str]) -> pa.Table:
     return pa.table({n: pa.array([], pa.string()) for n in names})
 
 
+#: The row number each input row is registered with: the join and the later passes speak in
+#: row numbers (integers), and only the few rows in question are read back as Python rows.
+RN: Final = "_rn"
+_KINDS_SQL: Final = "('charge', 'refund', 'chargeback', 'chargeback_reversal')"
+
 PAY_SQL: Final = """
 SELECT payment_id, invoice_id, kind, gateway, gateway_reference AS ref, currency,
        CASE WHEN kind IN ('charge', 'chargeback_reversal') THEN amount_minor
             ELSE -amount_minor END AS amt,
-       status, created_at, day
-FROM pay_in
+       status, created_at, day, _rn
+FROM {src}
 WHERE kind IN ('charge', 'refund', 'chargeback', 'chargeback_reversal') {gateway_filter}
 """
 
@@ -152,101 +162,183 @@ SELECT line_id, gateway, batch_id, category,
            AS ref,
        merchant_reference, currency, gross_minor, fee_minor, net_minor,
        presentment_currency, presentment_amount_minor, occurred_at, day,
-       source_file, source_row
-FROM line_in
+       source_file, source_row, _rn
+FROM {src}
 WHERE true {gateway_filter}
 """
 
 #: Pass 1 as one full outer join on (gateway, kind, reference), payment lines only; each row
-#: is a payment, a line, or a pair sharing a reference, with the pair's verdict. Keys shared by
-#: several payments or lines show as several pair rows and are taken out afterwards (`mk`).
+#: is a payment, a line, or a pair sharing a reference, by row number (the pair's verdict is
+#: read from the coded columns, see `by_reference`). Keys shared by several payments or lines
+#: show as several pair rows and are taken out afterwards.
 JOIN_SQL: Final = """
-CREATE TEMP TABLE j AS
-SELECT p.payment_id, l.line_id, coalesce(p.gateway, l.gateway) AS gateway,
-       coalesce(p.kind, l.category) AS kind, coalesce(p.ref, l.ref) AS ref,
-       p.amt, p.currency AS p_cur, p.status, p.day AS p_day,
-       l.gross_minor, l.currency AS l_cur, l.day AS l_day,
-       CASE WHEN p.payment_id IS NULL OR l.line_id IS NULL THEN NULL
-            WHEN p.status <> 'succeeded' THEN 'status_mismatch'
-            WHEN l.currency = p.currency THEN
-                CASE WHEN l.gross_minor = p.amt THEN 'matched' ELSE 'amount_mismatch' END
-            WHEN l.presentment_currency = p.currency THEN
-                CASE WHEN l.presentment_amount_minor = p.amt THEN 'matched'
-                     ELSE 'amount_mismatch' END
-            ELSE 'currency_mismatch' END AS verdict
-FROM p FULL OUTER JOIN (
-    SELECT * FROM l WHERE category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
+SELECT p._rn AS prn, l._rn AS lrn
+FROM (SELECT _rn, gateway, kind, ref FROM p) p
+FULL OUTER JOIN (
+    SELECT _rn, gateway, category, ref
+    FROM l WHERE category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
 ) l ON p.gateway = l.gateway AND p.kind = l.category AND p.ref = l.ref
 """
 
-#: Keys with more than one pair row: several payments and/or lines share the reference. Their
-#: rows are marked `multi` and settled in Python; every other pair row is a 1:1 key.
-MULTI_SQL: Final = """
-CREATE TEMP TABLE mk AS
-SELECT gateway, kind, ref FROM j WHERE verdict IS NOT NULL
-GROUP BY gateway, kind, ref HAVING count(*) > 1
+#: Pair verdicts as the join codes them; `multi` marks the rows of keys shared by several
+#: payments or lines, settled in Python (`_many`).
+V_STATUS, V_MATCHED, V_AMOUNT, V_CURRENCY, V_MULTI = 1, 2, 3, 4, 5
+VERDICTS: Final = {
+    V_STATUS: "status_mismatch",
+    V_AMOUNT: "amount_mismatch",
+    V_CURRENCY: "currency_mismatch",
+}
+#: Bucket codes (0: no bucket, the row is not reported).
+BUCKETS: Final = (None, "matched", "pending", "exception")
+B_MATCHED, B_PENDING, B_EXCEPTION = 1, 2, 3
+MATCH_RULES: Final = ("reference", "reference_split", "reference_merged", "merchant_reference")
+
+#: Batch tie-outs, and per batch the lines of the range that follow it (not payment lines)
+#: and the lines of the range it holds (the input side of the conservation check).
+PAYOUT_SQL: Final = """
+SELECT gateway, batch_id, currency,
+       sum(net_minor)::BIGINT AS diff,
+       count(*) FILTER (WHERE category IN ('payout', 'payout_reversal')) AS np,
+       max(day) FILTER (WHERE category IN ('payout', 'payout_reversal')) AS pday,
+       (sum(net_minor) FILTER (
+           WHERE category IN ('payout', 'payout_reversal')))::BIGINT AS paid,
+       min(line_id) FILTER (WHERE category = 'payout') AS payout_line,
+       arg_min(_rn, line_id) FILTER (WHERE category = 'payout') AS payout_rn,
+       list(_rn) FILTER (
+           WHERE category NOT IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
+               AND day BETWEEN $start AND $end) AS batch_rns,
+       count(*) FILTER (WHERE day BETWEEN $start AND $end) AS n_in,
+       (sum(gross_minor) FILTER (WHERE day BETWEEN $start AND $end))::BIGINT AS gross_in
+FROM l GROUP BY gateway, batch_id, currency
+ORDER BY gateway, batch_id, currency
 """
 
-MARK_MULTI_SQL: Final = """
-UPDATE j SET verdict = 'multi'
-WHERE verdict IS NOT NULL AND (gateway, kind, ref) IN (SELECT (gateway, kind, ref) FROM mk)
-"""
-
-#: Buckets of the payments of the range: straight from the join, plus the rows of shared keys.
-BUCKET_P_SQL: Final = """
+#: Invoices whose succeeded charges less refunds do not add up to their total less credit
+#: notes (`inv_part`: each payment's part, see `invoice_checks`).
+INVOICE_SQL: Final = """
+WITH paid AS (
+    SELECT invoice_id, sum(rec)::BIGINT AS received, max(sday) AS last_day,
+           bool_or(touched) AS touched, min(grank) AS grank
+    FROM inv_part WHERE keep AND invoice_id IS NOT NULL GROUP BY invoice_id),
+credit AS (SELECT invoice_id, sum(amount_minor)::BIGINT AS credited
+           FROM cn GROUP BY invoice_id)
 SELECT * FROM (
-       SELECT r.payment_id, r.gateway, r.currency, r.kind, r.status,
-              r.amt AS amount_minor, r.day,
-              CASE WHEN f.payment_id IS NOT NULL THEN 'exception'
-                   WHEN r.verdict = 'matched' OR s.rule IN
-                       ('reference', 'reference_split', 'reference_merged',
-                        'merchant_reference') THEN 'matched'
-                   WHEN s.rule = 'pending' THEN 'pending'
-                   ELSE NULL END AS bucket,
-              coalesce(CASE WHEN r.verdict = 'matched' THEN 'reference' END, s.rule)
-                  AS rule
-       FROM (SELECT payment_id, gateway, p_cur AS currency, kind, status, amt,
-                    p_day AS day, verdict
-             FROM j WHERE payment_id IS NOT NULL
-                 AND verdict IS DISTINCT FROM 'multi' AND p_day BETWEEN ? AND ?
-             {multi_p}) r
-       LEFT JOIN flag_p f USING (payment_id)
-       LEFT JOIN state_p s USING (payment_id))
-   WHERE bucket IS NOT NULL"""
+    SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
+           coalesce(credit.credited, 0) AS credited, paid.received, paid.last_day, paid.grank
+    FROM inv JOIN paid USING (invoice_id)
+    LEFT JOIN credit USING (invoice_id)
+    WHERE paid.touched)
+WHERE (status = 'paid' AND received <> total_minor - credited)
+    OR (status IN ('void', 'uncollectible', 'draft') AND received <> 0)
+    OR (status = 'open' AND total_minor - credited > 0
+        AND received >= total_minor - credited)
+ORDER BY invoice_id
+"""
 
-#: Buckets of the lines of the range; batch lines (fees, payouts) follow their batch.
-BUCKET_L_SQL: Final = """
-SELECT r.*, CASE WHEN f.line_id IS NOT NULL THEN 'exception' ELSE 'matched' END
-       AS bucket
-   FROM (SELECT line_id, gateway, l_cur AS currency, kind AS category,
-                gross_minor, l_day AS day
-         FROM j WHERE line_id IS NOT NULL
-             AND verdict IS DISTINCT FROM 'multi' AND l_day BETWEEN ? AND ?
-         {multi_l}) r
-   LEFT JOIN flag_l f USING (line_id)
-   UNION ALL
-   SELECT l.line_id, l.gateway, l.currency, l.category, l.gross_minor, l.day,
-          CASE WHEN f.line_id IS NOT NULL THEN 'exception'
-               WHEN b.bstate = 'matched' THEN 'matched'
-               WHEN b.bstate = 'exception' THEN 'exception'
-               ELSE 'pending' END
-   FROM l LEFT JOIN flag_l f USING (line_id)
-   LEFT JOIN bstate b USING (gateway, batch_id, currency)
-   WHERE l.category NOT IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
-       AND l.day BETWEEN ? AND ?"""
+#: Row numbers of ids not read back so far.
+P_LOOKUP: Final = "SELECT _rn FROM p WHERE payment_id IN (SELECT id FROM missing_ids)"
+L_LOOKUP: Final = "SELECT _rn FROM l WHERE line_id IN (SELECT id FROM missing_ids)"
 
-#: The payments a run must place in a bucket, per currency (see `inputs_in_scope`).
-INPUT_P_SQL: Final = """
-SELECT currency, count(*) AS n, sum(amt)::BIGINT AS total FROM (
-       SELECT j.p_cur AS currency, j.amt FROM j
-       LEFT JOIN expected e ON e.gateway = j.gateway AND e.kind = j.kind
-       WHERE j.payment_id IS NOT NULL AND j.verdict IS DISTINCT FROM 'multi'
-         AND j.p_day BETWEEN ? AND ?
-         AND ((j.status = 'succeeded' AND e.kind IS NOT NULL)
-              OR j.line_id IS NOT NULL
-              OR j.payment_id IN (SELECT payment_id FROM matched_ids))
-       {multi})
-   GROUP BY currency"""
+#: Fees off schedule, in SQL (the vectorized check's fallback, see `fees`).
+OFF_FEE_SQL: Final = """
+SELECT _rn, exp, tolerance FROM (
+    SELECT l._rn, l.fee_minor, s.tolerance,
+           ((2 * abs(l.gross_minor)
+              * (s.bps + CASE WHEN l.presentment_currency IS NULL THEN 0
+                              ELSE s.fx_bps END) + 10000) // 20000
+           + coalesce(sc.fixed, 0))::BIGINT AS exp
+    FROM l JOIN sched s ON s.gateway = l.gateway AND s.currency = ''
+    LEFT JOIN sched sc ON sc.gateway = l.gateway AND sc.currency = l.currency
+    WHERE l.category = 'charge' AND l.day BETWEEN ? AND ?)
+WHERE abs(fee_minor - exp) > tolerance
+"""
+
+PAYMENT_BUCKETS: Final = pa.schema(
+    [("payment_id", pa.string()), ("gateway", pa.string()), ("currency", pa.string()),
+     ("kind", pa.string()), ("status", pa.string()), ("amount_minor", pa.int64()),
+     ("day", pa.date32()), ("bucket", pa.string()), ("rule", pa.string())]
+)  # fmt: skip
+LINE_BUCKETS: Final = pa.schema(
+    [("line_id", pa.string()), ("gateway", pa.string()), ("currency", pa.string()),
+     ("category", pa.string()), ("gross_minor", pa.int64()), ("day", pa.date32()),
+     ("bucket", pa.string())]
+)  # fmt: skip
+MATCHES: Final = pa.schema(
+    [("payment_id", pa.string()), ("line_id", pa.string()), ("gateway", pa.string()),
+     ("rule", pa.string()), ("day", pa.date32())]
+)  # fmt: skip
+#: Kind codes (positions in PAYMENT_KINDS, from 1) of the kinds that take money back.
+NEGATIVE_KINDS: Final = (2, 3)
+EPOCH: Final = date(1970, 1, 1)
+
+
+def _numbered(table: pa.Table) -> pa.Table:
+    dtype = np.int32 if table.num_rows < 2**31 else np.int64
+    return table.append_column(RN, pa.array(np.arange(table.num_rows, dtype=dtype)))
+
+
+def _day_number(day: date) -> int:
+    return (day - EPOCH).days
+
+
+def _ints(values: pa.ChunkedArray | pa.Array, null: int) -> np.ndarray:
+    """An integer (or boolean) Arrow column as numpy, nulls as `null`."""
+    if values.null_count:
+        values = values.fill_null(null)
+    out: np.ndarray = values.to_numpy()
+    return out
+
+
+def _valid(values: pa.ChunkedArray) -> np.ndarray:
+    out: np.ndarray = _ints(pc.is_valid(values), 0)
+    return out
+
+
+def _code(values: pa.ChunkedArray, names: list[str | None], extend: bool = True) -> np.ndarray:
+    """A string column as codes into `names` (from 1; 0: null or, unless `extend`, a value
+    not in `names`); with `extend`, the values not in `names` yet are appended to it."""
+    if extend and len(names) == 1 and len(values):  # first guess from a sample
+        sample = pc.unique(values.slice(0, 4096).drop_null()).to_pylist()
+        names.extend(sorted(sample))
+    while True:
+        at = pc.index_in(values, value_set=pa.array(names[1:], values.type))
+        if not extend:
+            break
+        unknown = pc.and_(pc.is_null(at), pc.is_valid(values))
+        if not pc.any(unknown).as_py():
+            break
+        names.extend(sorted(pc.unique(values.filter(unknown)).to_pylist()))
+    dtype = np.int8 if len(names) < 2**7 else np.int16 if len(names) < 2**15 else np.int32
+    out: np.ndarray = (_ints(at, -1) + 1).astype(dtype)
+    return out
+
+
+def _scatter(n: int, at: np.ndarray, values: Any, fill: int = 0) -> np.ndarray:
+    """An array of n, `values` at the positions `at`, `fill` elsewhere."""
+    dtype = np.asarray(values).dtype
+    out = np.full(n, fill, dtype=dtype)
+    out[at] = values
+    return out
+
+
+def _days(table: pa.Table) -> np.ndarray:
+    """The `day` column as day numbers (no day: out of every range)."""
+    return _ints(table.column("day").cast(pa.int32()), np.iinfo(np.int32).min)
+
+
+def _filtered(table: pa.Table, names: Sequence[str], mask: pa.Array) -> list[pa.ChunkedArray]:
+    """These columns of `table` where `mask` holds, two at a time (Arrow releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda name: table.column(name).filter(mask), names))
+
+
+def _string_column(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    return values if values.type == pa.string() else values.cast(pa.string())
+
+
+def _strings(names: Sequence[str | None], codes: np.ndarray) -> pa.Array:
+    """Codes into `names` as a string column (None: null)."""
+    return pc.take(pa.array(names, pa.string()), pa.array(codes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,25 +363,51 @@ class _Engine:
         self.con = duckdb.connect()
         self.con.execute("SET threads TO 2")
         self.con.execute("SET preserve_insertion_order = false")
-        self.con.register("pay_in", _with_day(payments, "created_at", timezone))
-        self.con.register("line_in", _with_day(lines, "occurred_at", timezone))
+        self.con.execute("SET allocator_background_threads = true")
+        self.pay_in = _numbered(_with_day(payments, "created_at", timezone))
+        self.line_in = _numbered(_with_day(lines, "occurred_at", timezone))
+        self.con.register("pay_in", self.pay_in)
+        self.con.register("line_in", self.line_in)
         gateways = config.gateways
         gf = "" if gateways is None else "AND gateway IN (SELECT gateway FROM gateway_filter)"
+        self.gf = gf
         self.con.register(
             "gateway_filter", pa.table({"gateway": pa.array(list(gateways or []), pa.string())})
         )
         # Views, not copies: DuckDB scans the Arrow inputs in place, pass after pass.
-        self.con.execute(f"CREATE TEMP VIEW p AS {PAY_SQL.format(gateway_filter=gf)}")
-        self.con.execute(f"CREATE TEMP VIEW l AS {LINE_SQL.format(gateway_filter=gf)}")
-        present = self.con.sql("SELECT DISTINCT gateway FROM p ORDER BY 1").fetchall()
-        expected = [
-            {"gateway": g, "kind": k}
-            for (g,) in present
-            for k in PAYMENT_KINDS
-            if config.expects(g, k)
-        ]
-        schema = pa.schema([("gateway", pa.string()), ("kind", pa.string())])
-        self.con.register("expected", pa.Table.from_pylist(expected, schema=schema))
+        self.con.execute(f"CREATE TEMP VIEW p AS {PAY_SQL.format(src='pay_in', gateway_filter=gf)}")
+        self.con.execute(
+            f"CREATE TEMP VIEW l AS {LINE_SQL.format(src='line_in', gateway_filter=gf)}"
+        )
+        # The columns the verdicts, buckets and totals read, by row number: strings as codes
+        # (1..; 0: null or, for kinds, not a payment kind), money as numpy integers.
+        self.gws: list[str | None] = [None]
+        self.curs: list[str | None] = [None]
+        pay, ln = self.pay_in, self.line_in
+        self.p_gw = _code(pay.column("gateway"), self.gws)
+        self.p_cur = _code(pay.column("currency"), self.curs)
+        self.p_kind = _code(pay.column("kind"), [None, *PAYMENT_KINDS], extend=False)
+        status = pay.column("status")
+        status_code = _code(status, [None, "succeeded", "pending"], extend=False)
+        self.p_ok, self.p_pending = status_code == 1, status_code == 2
+        self.p_status = _valid(status)
+        amount = pay.column("amount_minor")
+        self.p_amt_ok = _valid(amount)
+        self.p_amt = _ints(amount, 0)
+        self.p_amt = np.where(np.isin(self.p_kind, NEGATIVE_KINDS), -self.p_amt, self.p_amt)
+        self.l_gw = _code(ln.column("gateway"), self.gws)
+        self.l_cur = _code(ln.column("currency"), self.curs)
+        self.l_pcur = _code(ln.column("presentment_currency"), self.curs)
+        self.l_kind = _code(ln.column("category"), [None, *PAYMENT_KINDS], extend=False)
+        self.l_gross_ok = _valid(ln.column("gross_minor"))
+        self.l_gross = _ints(ln.column("gross_minor"), 0)
+        self.l_pamt_ok = _valid(ln.column("presentment_amount_minor"))
+        self.l_pamt = _ints(ln.column("presentment_amount_minor"), 0)
+        # expected[gateway code, kind code]: the gateway's files carry that kind.
+        self.expected = np.zeros((len(self.gws), len(PAYMENT_KINDS) + 1), dtype=bool)
+        for g, gateway in enumerate(self.gws):
+            for k, kind in enumerate(PAYMENT_KINDS, 1):
+                self.expected[g, k] = gateway is not None and config.expects(gateway, kind)
         if "invoice_id" not in credit_notes.column_names:
             credit_notes = pa.table(
                 {"invoice_id": pa.array([], pa.string()), "amount_minor": pa.array([], pa.int64())}
@@ -303,8 +421,12 @@ class _Engine:
         # Rows of keys shared by several payments or lines, settled in Python (`_many`).
         self.multi_pays: list[dict[str, Any]] = []
         self.multi_lines: list[dict[str, Any]] = []
-
-    # -- helpers -------------------------------------------------------------------------------
+        # Row numbers of the rows read back as Python rows, by id.
+        self.p_rn: dict[str, int] = {}
+        self.l_rn: dict[str, int] = {}
+        self.p_rows: dict[str, dict[str, Any]] = {}
+        self.first, self.last = _day_number(start), _day_number(end)
+        self.p_day, self.l_day = _days(self.pay_in), _days(self.line_in)
 
     def in_scope(self, day: date | None) -> bool:
         return day is not None and self.start <= day <= self.end
@@ -352,9 +474,17 @@ class _Engine:
             day=day,
         )
 
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
+    def rows(
+        self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
+    ) -> list[dict[str, Any]]:
+        args = dict(params) if isinstance(params, Mapping) else list(params)
+        rows: list[dict[str, Any]] = self.con.sql(sql, params=args).to_arrow_table().to_pylist()
+        return rows
+
+    def listed(self, sql: str, unused: str) -> list[dict[str, Any]]:
+        """Rows as dicts, less a timestamp column the passes never read (slow to convert)."""
         rows: list[dict[str, Any]] = (
-            self.con.sql(sql, params=list(params)).to_arrow_table().to_pylist()
+            self.con.sql(sql).to_arrow_table().drop_columns([unused]).to_pylist()
         )
         return rows
 
@@ -364,53 +494,81 @@ class _Engine:
         """Pass 1; returns the payments and payment lines no reference joined, for the
         later passes (succeeded payments only: a failed or pending one without a line agrees
         with the gateway, and no later pass could match it)."""
-        self.con.execute(JOIN_SQL)
-        self.con.execute(MULTI_SQL)
-        self.multi = self.con.execute("SELECT count(*) FROM mk").fetchall() != [(0,)]
-        if self.multi:
-            self.con.execute(MARK_MULTI_SQL)
-        # Everything but the matched 1:1 pairs (a small share) is fetched in one scan per side
-        # and settled in Python: pairs with a problem, shared keys, rows without a partner.
-        self.con.execute(
-            """CREATE TEMP TABLE resid AS
-               SELECT payment_id, line_id, verdict FROM j
-               WHERE verdict <> 'matched'
-                  OR (line_id IS NULL AND status = 'succeeded') OR payment_id IS NULL"""
+        j = self.con.sql(JOIN_SQL).to_arrow_table()
+        prn = _ints(j.column("prn"), -1)
+        lrn = _ints(j.column("lrn"), -1)
+        del j
+        has_p, has_l = prn >= 0, lrn >= 0
+        pair = has_p & has_l
+        # The pair's verdict, as the CASE of SQL would give it (a null compares unequal).
+        pp, ll = prn[pair], lrn[pair]
+        cur = self.p_cur[pp]
+        amt, amt_ok = self.p_amt[pp], self.p_amt_ok[pp]
+        same = (self.l_cur[ll] == cur) & (cur > 0)
+        presented = (self.l_pcur[ll] == cur) & (cur > 0)
+        eq_gross = self.l_gross_ok[ll] & amt_ok & (self.l_gross[ll] == amt)
+        eq_pres = self.l_pamt_ok[ll] & amt_ok & (self.l_pamt[ll] == amt)
+        v = np.zeros(prn.size, dtype=np.int8)
+        v[pair] = np.select(
+            [self.p_status[pp] & ~self.p_ok[pp], same, presented],
+            [
+                V_STATUS,
+                np.where(eq_gross, V_MATCHED, V_AMOUNT),
+                np.where(eq_pres, V_MATCHED, V_AMOUNT),
+            ],
+            V_CURRENCY,
         )
-        pays = {
-            p["payment_id"]: p
-            for p in self.rows(
-                """SELECT * FROM p WHERE payment_id IN (SELECT payment_id FROM resid)
-                   ORDER BY created_at, payment_id"""
-            )
-        }
-        lns = {
-            ln["line_id"]: ln
-            for ln in self.rows(
-                """SELECT * FROM l WHERE line_id IN (SELECT line_id FROM resid)
-                   ORDER BY occurred_at, source_file, source_row, line_id"""
-            )
-        }
-        resid = self.rows("SELECT * FROM resid ORDER BY payment_id, line_id")
+        del pp, ll, cur, amt, amt_ok, same, presented, eq_gross, eq_pres
+        # A key is shared when one of its pair rows repeats its payment or its line.
+        n_p, n_l = self.pay_in.num_rows, self.line_in.num_rows
+        per_p = np.bincount(prn[pair], minlength=n_p)
+        per_l = np.bincount(lrn[pair], minlength=n_l)
+        multi = np.zeros(prn.size, dtype=bool)
+        multi[pair] = (per_p[prn[pair]] > 1) | (per_l[lrn[pair]] > 1)
+        del per_p, per_l
+        v[multi] = V_MULTI
+        one = pair & ~multi
+        # Per payment and per line, by row number (0 / -1: not a payment row of the join).
+        pi, li = prn[has_p], lrn[has_l]
+        self.p_in = _scatter(n_p, pi, True)
+        self.p_v = _scatter(n_p, pi, v[has_p])
+        self.p_lrn = _scatter(n_p, prn[one], lrn[one], fill=-1)
+        ok = np.zeros(prn.size, dtype=bool)
+        ok[has_p] = self.p_ok[pi]
+        self.l_in = _scatter(n_l, li, True)
+        self.l_v = _scatter(n_l, li, v[has_l])
+        self.l_prn = _scatter(n_l, lrn[one], prn[one], fill=-1)
+        # Everything but the matched 1:1 pairs (a small share) is read back and settled in
+        # Python: pairs with a problem, shared keys, rows without a partner.
+        problem = one & (v != V_MATCHED)
+        lone_p = has_p & ~has_l & ok
+        lone_l = has_l & ~has_p
+        pays_by_rn = self.fetch_pays(np.concatenate([prn[problem], prn[multi], prn[lone_p]]))
+        lns_by_rn = self.fetch_lines(np.concatenate([lrn[problem], lrn[multi], lrn[lone_l]]))
+        pays = {p["payment_id"]: p for p in pays_by_rn.values()}
+        lns = {ln["line_id"]: ln for ln in lns_by_rn.values()}
         # 1:1 keys with a problem: exceptions naming both sides.
-        for r in resid:
-            if r["verdict"] not in (None, "multi"):
-                ln = lns[r["line_id"]]
-                self._pair_problem(
-                    r["verdict"],
-                    {
-                        **pays[r["payment_id"]],
-                        "l_line_id": ln["line_id"],
-                        "l_currency": ln["currency"],
-                        "gross_minor": ln["gross_minor"],
-                        "presentment_currency": ln["presentment_currency"],
-                        "presentment_amount_minor": ln["presentment_amount_minor"],
-                        "l_day": ln["day"],
-                    },
-                )
+        pairs = [
+            (pays_by_rn[int(a)], lns_by_rn[int(b)], int(c))
+            for a, b, c in zip(prn[problem], lrn[problem], v[problem], strict=True)
+        ]
+        pairs.sort(key=lambda t: (t[0]["payment_id"], t[1]["line_id"]))
+        for p, ln, verdict in pairs:
+            self._pair_problem(
+                VERDICTS[verdict],
+                {
+                    **p,
+                    "l_line_id": ln["line_id"],
+                    "l_currency": ln["currency"],
+                    "gross_minor": ln["gross_minor"],
+                    "presentment_currency": ln["presentment_currency"],
+                    "presentment_amount_minor": ln["presentment_amount_minor"],
+                    "l_day": ln["day"],
+                },
+            )
         # Keys shared by several payments or several lines (splits, merges, duplicates).
-        multi_p = {r["payment_id"] for r in resid if r["verdict"] == "multi"}
-        multi_l = {r["line_id"] for r in resid if r["verdict"] == "multi"}
+        multi_p = {pays_by_rn[int(r)]["payment_id"] for r in prn[multi]}
+        multi_l = {lns_by_rn[int(r)]["line_id"] for r in lrn[multi]}
         self.multi_pays = [p for p in pays.values() if p["payment_id"] in multi_p]
         self.multi_lines = [ln for ln in lns.values() if ln["line_id"] in multi_l]
         by_key_p: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -421,12 +579,45 @@ class _Engine:
             by_key_l[(ln["gateway"], ln["category"], ln["ref"])].append(ln)
         for key in sorted(by_key_p):
             self._many(by_key_p[key], by_key_l[key])
-        lone_p = {r["payment_id"] for r in resid if r["line_id"] is None}
-        lone_l = {r["line_id"] for r in resid if r["payment_id"] is None}
+        lone_p_ids = {pays_by_rn[int(r)]["payment_id"] for r in prn[lone_p]}
+        lone_l_ids = {lns_by_rn[int(r)]["line_id"] for r in lrn[lone_l]}
         return (
-            [p for p in pays.values() if p["payment_id"] in lone_p],
-            [ln for ln in lns.values() if ln["line_id"] in lone_l],
+            [p for p in pays.values() if p["payment_id"] in lone_p_ids],
+            [ln for ln in lns.values() if ln["line_id"] in lone_l_ids],
         )
+
+    def fetch_pays(self, rns: np.ndarray) -> dict[int, dict[str, Any]]:
+        """The payments of these row numbers as rows of `p`, in time order, by row number."""
+        sub = self.pay_in.take(pa.array(np.unique(rns)))
+        self.con.register("pay_sub", sub)
+        out = {}
+        for p in self.listed(
+            PAY_SQL.format(src="pay_sub", gateway_filter=self.gf)
+            + " ORDER BY created_at, payment_id",
+            "created_at",
+        ):
+            rn = p.pop(RN)
+            out[rn] = p
+            self.p_rn[p["payment_id"]] = rn
+            self.p_rows[p["payment_id"]] = p
+        self.con.unregister("pay_sub")
+        return out
+
+    def fetch_lines(self, rns: np.ndarray) -> dict[int, dict[str, Any]]:
+        """The lines of these row numbers as rows of `l`, in file order, by row number."""
+        sub = self.line_in.take(pa.array(np.unique(rns)))
+        self.con.register("line_sub", sub)
+        out = {}
+        for ln in self.listed(
+            LINE_SQL.format(src="line_sub", gateway_filter=self.gf)
+            + " ORDER BY occurred_at, source_file, source_row, line_id",
+            "occurred_at",
+        ):
+            rn = ln.pop(RN)
+            out[rn] = ln
+            self.l_rn[ln["line_id"]] = rn
+        self.con.unregister("line_sub")
+        return out
 
     def _comparable(self, p: Mapping[str, Any], ln: Mapping[str, Any]) -> int | None:
         """The line's amount in the payment's currency, when the line states one."""
@@ -738,27 +929,35 @@ class _Engine:
         """Batch tie-outs; returns (gateway, currency) -> (payouts in scope, tied out)."""
         counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         self.batch_state: dict[tuple[str, str, str], str] = {}
-        for b in self.rows(
-            """SELECT gateway, batch_id, currency,
-                      sum(net_minor)::BIGINT AS diff,
-                      count(*) FILTER (WHERE category IN ('payout', 'payout_reversal')) AS np,
-                      max(day) FILTER (WHERE category IN ('payout', 'payout_reversal')) AS pday,
-                      (sum(net_minor) FILTER (
-                          WHERE category IN ('payout', 'payout_reversal')))::BIGINT AS paid,
-                      min(line_id) FILTER (WHERE category = 'payout') AS payout_line
-               FROM l GROUP BY gateway, batch_id, currency
-               ORDER BY gateway, batch_id, currency"""
-        ):
+        # The batch lines of the range by row number, with their batch's state code.
+        batch_rns: list[np.ndarray] = []
+        batch_codes: list[int] = []
+        self.lines_in: dict[str | None, list[int]] = {}  # currency -> [count, gross] in range
+        for b in self.rows(PAYOUT_SQL, {"start": self.start, "end": self.end}):
             key = (b["gateway"], b["batch_id"], b["currency"])
+            if b["n_in"]:
+                acc = self.lines_in.setdefault(b["currency"], [0, 0])
+                acc[0] += b["n_in"]
+                acc[1] += b["gross_in"] or 0
+            if b["payout_line"] is not None:
+                self.l_rn[b["payout_line"]] = b["payout_rn"]
             if not b["np"]:
-                self.batch_state[key] = "pending"
+                state = "pending"
+            elif not self.in_scope(b["pday"]):
+                # Paid out outside the range: a run over the payout's day judges it.
+                state = "matched" if b["diff"] == 0 else "pending"
+            else:
+                state = "matched" if b["diff"] == 0 else "exception"
+            self.batch_state[key] = state
+            if b["batch_rns"]:
+                rns = np.array(b["batch_rns"], dtype=np.int64)
+                batch_rns.append(rns)
+                # A batch without a gateway, id or currency matches no state: pending.
+                known = None not in key
+                batch_codes.append(BUCKETS.index(state) if known else B_PENDING)
+            if not b["np"] or not self.in_scope(b["pday"]):
                 continue
             ok = b["diff"] == 0
-            if not self.in_scope(b["pday"]):
-                # Paid out outside the range: a run over the payout's day judges it.
-                self.batch_state[key] = "matched" if ok else "pending"
-                continue
-            self.batch_state[key] = "matched" if ok else "exception"
             c = counts[(b["gateway"], b["currency"])]
             c[0] += 1
             c[1] += int(ok)
@@ -779,15 +978,111 @@ class _Engine:
                     line_id=b["payout_line"],
                     batch_id=b["batch_id"],
                 )
+        self.batch_rns = np.concatenate(batch_rns) if batch_rns else np.zeros(0, dtype=np.int64)
+        self.batch_bucket = np.repeat(
+            np.array(batch_codes, dtype=np.int8), [r.size for r in batch_rns]
+        )
         return {k: (v[0], v[1]) for k, v in counts.items()}
 
     # -- pass 5: fees --------------------------------------------------------------------------
 
     def fees(self) -> None:
-        """Fees against the schedules, in SQL: only the lines off schedule come back."""
+        """Fees against the schedules, vectorized: only the lines off schedule are read."""
         schedules = self.config.fee_schedules
         if not schedules:
             return
+        off = self._off_schedule_fast(schedules)
+        if off is None:  # amounts or schedules outside what the int64 arithmetic covers
+            off = self._off_schedule_sql(schedules)
+        by_rn = self.fetch_lines(np.array([rn for rn, _, _ in off], dtype=np.int64))
+        # The payment each line is matched to: by reference in the join, else by a later rule.
+        by_line = {m.line_id: m.payment_id for m in self.matches}
+        partner = {rn: int(self.l_prn[rn]) for rn, _, _ in off if self.l_v[rn] == V_MATCHED}
+        partner_ids = {}
+        if partner:
+            rns = sorted(set(partner.values()))
+            ids = self.pay_in.column("payment_id").take(pa.array(rns)).to_pylist()
+            partner_ids = dict(zip(rns, ids, strict=True))
+            self.p_rn.update({pid: rn for rn, pid in partner_ids.items()})
+        found = []
+        for rn, expected, tolerance in off:
+            ln = by_rn[rn]
+            matched = partner_ids[partner[rn]] if rn in partner else by_line.get(ln["line_id"])
+            found.append((ln, expected, tolerance, matched))
+        for ln, expected, tolerance, matched in sorted(found, key=lambda f: f[0]["line_id"]):
+            diff = ln["fee_minor"] - expected
+            cur = ln["currency"]
+            self.add(
+                "fee_variance",
+                (ln["line_id"],),
+                gateway=ln["gateway"],
+                currency=cur,
+                amount=diff,
+                explanation=f"{ln['gateway']} charged a fee of {format_minor(ln['fee_minor'], cur)}"
+                f" on line {ln['line_id']} ({format_minor(ln['gross_minor'], cur)}); the "
+                f"configured schedule gives {format_minor(expected, cur)} (difference "
+                f"{format_minor(diff, cur)}, tolerance {tolerance} minor units).",
+                day=ln["day"],
+                payment_id=matched,
+                line_id=ln["line_id"],
+                batch_id=ln["batch_id"],
+            )
+
+    def _off_schedule_fast(
+        self, schedules: Mapping[str, FeeSchedule]
+    ) -> list[tuple[int, int, int]] | None:
+        """(row number, expected fee, tolerance) of the charge lines of the range off their
+        gateway's schedule; None when the amounts could overflow 64-bit integers."""
+        n_gw, n_cur = len(self.gws), len(self.curs)
+        has = np.zeros(n_gw, dtype=bool)
+        bps = np.zeros(n_gw, dtype=np.int64)
+        fx_bps = np.zeros(n_gw, dtype=np.int64)
+        tol = np.zeros(n_gw, dtype=np.int64)
+        fixed = np.zeros((n_gw, n_cur), dtype=np.int64)
+        for g, gateway in enumerate(self.gws):
+            sch = schedules.get(gateway) if gateway is not None else None
+            if sch is None:
+                continue
+            has[g], bps[g], fx_bps[g], tol[g] = (
+                True,
+                sch.percent_bps,
+                sch.fx_bps,
+                sch.tolerance_minor,
+            )
+            for c, cur in enumerate(self.curs):
+                if cur is not None:
+                    fixed[g, c] = sch.fixed_minor.get(cur, 0)
+        rates = [s.percent_bps + min(s.fx_bps, 0) for s in schedules.values()]
+        tops = [s.percent_bps + max(s.fx_bps, 0) for s in schedules.values()]
+        fixes = [abs(f) for s in schedules.values() for f in s.fixed_minor.values()]
+        if min(rates) < 0 or min(s.tolerance_minor for s in schedules.values()) < 0:
+            return None
+        day = self.l_day
+        sel = self.l_in & (self.l_kind == 1) & has[self.l_gw]
+        sel &= (day >= self.first) & (day <= self.last)
+        idx = np.flatnonzero(sel)
+        fee_col = self.line_in.column("fee_minor")
+        known = (self.l_gross_ok & _valid(fee_col))[idx]
+        gross, fee = self.l_gross[idx], _ints(fee_col, 0)[idx]
+        limit = 2**62
+        top = max(1, *tops)
+        if idx.size and (
+            int(np.abs(gross.clip(-limit, limit)).max()) * 2 * top + 10_000 >= limit
+            or int(np.abs(fee.clip(-limit, limit)).max()) + max(fixes, default=0) >= limit // 2
+        ):
+            return None
+        fx = self.l_pcur[idx] > 0
+        gi, ci = self.l_gw[idx], self.l_cur[idx]
+        rate = bps[gi] + np.where(fx, fx_bps[gi], 0)
+        expected = (2 * np.abs(gross) * rate + 10_000) // 20_000 + fixed[gi, ci]
+        off = known & (np.abs(fee - expected) > tol[gi])
+        return [
+            (int(rn), int(e), int(t))
+            for rn, e, t in zip(idx[off], expected[off], tol[gi][off], strict=True)
+        ]
+
+    def _off_schedule_sql(self, schedules: Mapping[str, FeeSchedule]) -> list[tuple[int, int, int]]:
+        """The same in DuckDB, which raises on an overflow instead of wrapping around."""
         rows = []
         for gateway, sch in sorted(schedules.items()):
             fixed = dict(sch.fixed_minor)
@@ -803,52 +1098,10 @@ class _Engine:
                     }
                 )
         self.con.register("sched", pa.Table.from_pylist(rows))
-        matched = [{"line_id": m.line_id, "payment_id": m.payment_id} for m in self.matches]
-        schema = pa.schema([("line_id", pa.string()), ("payment_id", pa.string())])
-        self.con.register("m_rule", pa.Table.from_pylist(matched, schema=schema))
-        # Half-up of |gross| x bps / 10000 in integers: (2 a b + 10000) // 20000, in BIGINT
-        # (DuckDB raises on overflow, which takes a gross above 4e14 minor units). The lines
-        # off schedule (few) are found first; only they look up their matched payment.
-        self.con.execute(
-            """CREATE TEMP TABLE off_fee AS
-               SELECT * FROM (
-                   SELECT l.*, s.tolerance,
-                          ((2 * abs(l.gross_minor)
-                             * (s.bps + CASE WHEN l.presentment_currency IS NULL THEN 0
-                                             ELSE s.fx_bps END) + 10000) // 20000
-                          + coalesce(sc.fixed, 0))::BIGINT AS exp
-                   FROM l JOIN sched s ON s.gateway = l.gateway AND s.currency = ''
-                   LEFT JOIN sched sc ON sc.gateway = l.gateway AND sc.currency = l.currency
-                   WHERE l.category = 'charge' AND l.day BETWEEN ? AND ?)
-               WHERE abs(fee_minor - exp) > tolerance""",
-            [self.start, self.end],
-        )
-        for ln in self.rows(
-            """SELECT f.*, coalesce(j.payment_id, m.payment_id) AS matched_payment
-               FROM off_fee f
-               LEFT JOIN (SELECT line_id, payment_id FROM j WHERE verdict = 'matched') j
-                   ON j.line_id = f.line_id
-               LEFT JOIN m_rule m ON m.line_id = f.line_id
-               ORDER BY f.line_id"""
-        ):
-            expected = int(ln["exp"])
-            diff = ln["fee_minor"] - expected
-            cur = ln["currency"]
-            self.add(
-                "fee_variance",
-                (ln["line_id"],),
-                gateway=ln["gateway"],
-                currency=cur,
-                amount=diff,
-                explanation=f"{ln['gateway']} charged a fee of {format_minor(ln['fee_minor'], cur)}"
-                f" on line {ln['line_id']} ({format_minor(ln['gross_minor'], cur)}); the "
-                f"configured schedule gives {format_minor(expected, cur)} (difference "
-                f"{format_minor(diff, cur)}, tolerance {ln['tolerance']} minor units).",
-                day=ln["day"],
-                payment_id=ln["matched_payment"],
-                line_id=ln["line_id"],
-                batch_id=ln["batch_id"],
-            )
+        return [
+            (r[RN], r["exp"], r["tolerance"])
+            for r in self.rows(OFF_FEE_SQL, [self.start, self.end])
+        ]
 
     # -- pass 6: invoices ----------------------------------------------------------------------
 
@@ -857,45 +1110,35 @@ class _Engine:
             return
         self.con.register("inv", self.invoices)
         self.con.register("cn", self.credit_notes)
-        flagged = self.rows(
-            """WITH paid AS (
-                   SELECT invoice_id,
-                          sum(CASE WHEN kind = 'charge' AND status = 'succeeded' THEN amt
-                                   WHEN kind = 'refund' AND status IN ('succeeded', 'pending')
-                                       THEN amt
-                                   ELSE 0 END)::BIGINT AS received,
-                          max(day) FILTER (WHERE status = 'succeeded') AS last_day,
-                          bool_or(day BETWEEN ? AND ?) AS touched
-                   FROM p WHERE invoice_id IS NOT NULL GROUP BY invoice_id),
-               credit AS (SELECT invoice_id, sum(amount_minor)::BIGINT AS credited
-                          FROM cn GROUP BY invoice_id)
-               SELECT * FROM (
-                   SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
-                          coalesce(credit.credited, 0) AS credited, paid.received,
-                          paid.last_day
-                   FROM inv JOIN paid USING (invoice_id)
-                   LEFT JOIN credit USING (invoice_id)
-                   WHERE paid.touched)
-               WHERE (status = 'paid' AND received <> total_minor - credited)
-                   OR (status IN ('void', 'uncollectible', 'draft') AND received <> 0)
-                   OR (status = 'open' AND total_minor - credited > 0
-                       AND received >= total_minor - credited)
-               ORDER BY invoice_id""",
-            [self.start, self.end],
+        # Each payment's part in its invoice, worked out by row number (a refund counts while
+        # succeeded or pending), and its gateway as a rank in name order (for min()).
+        received = ((self.p_kind == 1) & self.p_ok) | (
+            (self.p_kind == 2) & (self.p_ok | self.p_pending)
         )
-        # The gateway an accountant looks in, for the few invoices flagged.
+        by_name = sorted(g for g in self.gws if g is not None)
+        rank = np.array([-1, *(by_name.index(g) for g in self.gws[1:] if g is not None)])
+        pay = self.pay_in
         self.con.register(
-            "flagged_inv",
-            pa.table({"invoice_id": pa.array([r["invoice_id"] for r in flagged], pa.string())}),
+            "inv_part",
+            pa.table(
+                {
+                    "invoice_id": pay.column("invoice_id"),
+                    "keep": self.p_in,
+                    "rec": pa.array(
+                        np.where(received, self.p_amt, 0), mask=received & ~self.p_amt_ok
+                    ),
+                    "sday": pc.if_else(
+                        pa.array(self.p_ok), pay.column("day"), pa.scalar(None, pa.date32())
+                    ),
+                    "touched": (self.p_day >= self.first) & (self.p_day <= self.last),
+                    "grank": pa.array(rank[self.p_gw], mask=self.p_gw == 0),
+                }
+            ),
         )
-        gateways = dict(
-            self.con.execute(
-                """SELECT invoice_id, min(gateway) FROM p
-                   WHERE invoice_id IN (SELECT invoice_id FROM flagged_inv) GROUP BY ALL"""
-            ).fetchall()
-        )
+        flagged = self.rows(INVOICE_SQL)
+        self.con.unregister("inv_part")
         for r in flagged:
-            r["gateway"] = gateways.get(r["invoice_id"])
+            r["gateway"] = None if r["grank"] is None else by_name[r["grank"]]
             expected = r["total_minor"] - r["credited"]
             received = r["received"]
             status = r["status"]
@@ -924,113 +1167,202 @@ class _Engine:
 
     # -- buckets and the summary ---------------------------------------------------------------
 
-    def buckets(self, reported: Sequence[ReconException]) -> tuple[pa.Table, pa.Table]:
+    def _rns(self, ids: Iterable[str], known: dict[str, int], lookup: str) -> list[int]:
+        """Row numbers of these ids: the rows read back so far, else looked up."""
+        out, missing = [], []
+        for i in ids:
+            if i in known:
+                out.append(known[i])
+            else:
+                missing.append(i)
+        if missing:
+            self.con.register("missing_ids", pa.table({"id": pa.array(missing, pa.string())}))
+            out += [r for (r,) in self.con.execute(lookup).fetchall()]
+        return out
+
+    def classify(self, reported: Sequence[ReconException]) -> None:
         """Every in-scope row's bucket: `exception` when a reported exception names it."""
         named = [x for x in reported if x.kind != "suggested_match"]
-        flag_p = sorted({x.payment_id for x in named if x.payment_id is not None})
-        flag_l = sorted({x.settlement_line_id for x in named if x.settlement_line_id})
-        self.con.register("flag_p", pa.table({"payment_id": pa.array(flag_p, pa.string())}))
-        self.con.register("flag_l", pa.table({"line_id": pa.array(flag_l, pa.string())}))
-        self.con.register(
-            "state_p",
-            pa.table(
-                {
-                    "payment_id": pa.array(list(self.pay_state), pa.string()),
-                    "rule": pa.array(list(self.pay_state.values()), pa.string()),
-                }
-            ),
+        flag_p = self._rns(
+            sorted({x.payment_id for x in named if x.payment_id is not None}),
+            self.p_rn,
+            P_LOOKUP,
         )
-        self.con.register(
-            "state_l",
-            pa.table(
-                {
-                    "line_id": pa.array(list(self.line_state), pa.string()),
-                    "rule": pa.array(list(self.line_state.values()), pa.string()),
-                }
-            ),
+        flag_l = self._rns(
+            sorted({x.settlement_line_id for x in named if x.settlement_line_id}),
+            self.l_rn,
+            L_LOOKUP,
         )
-        batch_rows = [
-            {"gateway": g, "batch_id": b, "currency": c, "bstate": s}
-            for (g, b, c), s in self.batch_state.items()
+        # Payments: matched by reference in the join, else by the state a later pass left.
+        rules = [None, *sorted({"reference", *self.pay_state.values()})]
+        state = np.zeros(self.pay_in.num_rows, dtype=np.int16)
+        state[self._rns(self.pay_state, self.p_rn, P_LOOKUP)] = [
+            rules.index(r) for r in self.pay_state.values()
         ]
-        batch_schema = pa.schema(
-            [("gateway", pa.string()), ("batch_id", pa.string()), ("currency", pa.string()),
-             ("bstate", pa.string())]
-        )  # fmt: skip
-        self.con.register("bstate", pa.Table.from_pylist(batch_rows, schema=batch_schema))
-        rng = [self.start, self.end]
-        # 1:1 keys and unjoined payments straight from the join (one row each); the rows of
-        # keys shared by several payments or lines from the inputs (few).
-        multi_p = (
-            """UNION ALL
-               SELECT p.payment_id, p.gateway, p.currency, p.kind, p.status, p.amt, p.day,
-                      NULL AS verdict
-               FROM p JOIN mk USING (gateway, kind, ref) WHERE p.day BETWEEN ? AND ?"""
-            if self.multi
-            else ""
+        by_ref = self.p_v == V_MATCHED
+        matched = by_ref | np.isin(state, [rules.index(r) for r in MATCH_RULES if r in rules])
+        pending = state == rules.index("pending") if "pending" in rules else False
+        bucket = np.where(matched, B_MATCHED, np.where(pending, B_PENDING, 0)).astype(np.int8)
+        bucket[flag_p] = B_EXCEPTION
+        self.rules = rules
+        self.p_rule = np.where(by_ref, rules.index("reference"), state).astype(np.int16)
+        in_range = self.p_in & (self.p_day >= self.first) & (self.p_day <= self.last)
+        self.p_bucket = np.where(in_range, bucket, 0).astype(np.int8)
+        # Lines: payment lines are matched unless named; batch lines follow their batch.
+        bucket = np.where(self.l_in, B_MATCHED, 0).astype(np.int8)
+        bucket[self.batch_rns] = self.batch_bucket
+        bucket[flag_l] = np.where(bucket[flag_l] > 0, B_EXCEPTION, 0)
+        in_range = (self.l_day >= self.first) & (self.l_day <= self.last)
+        self.l_bucket = np.where(in_range, bucket, 0).astype(np.int8)
+
+    def release(self) -> None:
+        """Drop what only the passes and the totals needed, before the tables are built."""
+        self.con.close()
+        for name in (
+            "p_gw", "p_cur", "p_kind", "p_ok", "p_pending", "p_status", "p_in", "l_gw",
+            "l_cur", "l_pcur", "l_kind", "l_gross", "l_gross_ok", "l_pamt", "l_pamt_ok",
+            "l_day", "l_in", "l_v", "l_prn", "batch_rns", "batch_bucket",
+        ):  # fmt: skip
+            delattr(self, name)
+
+    def bucket_tables(self) -> tuple[pa.Table, pa.Table]:
+        """The buckets as tables: one row per in-scope payment and line with a bucket."""
+        keep = self.p_bucket > 0
+        mask = pa.array(keep)
+        amount = pa.array(self.p_amt[keep], mask=~self.p_amt_ok[keep])
+        pid, gw, cur, kind, status, day = _filtered(
+            self.pay_in, ("payment_id", "gateway", "currency", "kind", "status", "day"), mask
         )
-        pays = self.con.sql(
-            BUCKET_P_SQL.format(multi_p=multi_p),
-            params=rng * (2 if self.multi else 1),
-        ).to_arrow_table()
-        multi_l = (
-            """UNION ALL
-               SELECT l.line_id, l.gateway, l.currency, l.category, l.gross_minor, l.day
-               FROM l JOIN mk ON mk.gateway = l.gateway AND mk.kind = l.category
-                   AND mk.ref = l.ref
-               WHERE l.day BETWEEN ? AND ?"""
-            if self.multi
-            else ""
+        pays = pa.table(
+            [
+                *map(_string_column, (pid, gw, cur, kind, status)),
+                amount,
+                day,
+                _strings(BUCKETS, self.p_bucket[keep]),
+                _strings(self.rules, self.p_rule[keep]),
+            ],
+            schema=PAYMENT_BUCKETS,
         )
-        lns = self.con.sql(
-            BUCKET_L_SQL.format(multi_l=multi_l),
-            params=rng * (3 if self.multi else 2),
-        ).to_arrow_table()
+        keep = self.l_bucket > 0
+        mask = pa.array(keep)
+        lid, gw, cur, category, gross, day = _filtered(
+            self.line_in, ("line_id", "gateway", "currency", "category", "gross_minor", "day"), mask
+        )
+        lns = pa.table(
+            [
+                *map(_string_column, (lid, gw, cur, category)),
+                gross.cast(pa.int64()),
+                day,
+                _strings(BUCKETS, self.l_bucket[keep]),
+            ],
+            schema=LINE_BUCKETS,
+        )
         return pays, lns
+
+    def totals(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The buckets folded to the few groups the conservation check and summary need."""
+        keep = self.p_bucket > 0
+        p = [
+            {
+                "gateway": self.gws[g],
+                "currency": self.curs[c],
+                "bucket": BUCKETS[b],
+                "day": EPOCH + timedelta(days=d),
+                "n": n,
+                "total": t,
+            }
+            for g, c, b, d, n, t in self.grouped(
+                {
+                    "g": self.p_gw[keep],
+                    "c": self.p_cur[keep],
+                    "b": self.p_bucket[keep],
+                    "d": self.p_day[keep],
+                },
+                self.p_amt[keep],
+            )
+        ]
+        keep = self.l_bucket > 0
+        ln = [
+            {
+                "gateway": self.gws[g],
+                "currency": self.curs[c],
+                "bucket": BUCKETS[b],
+                "is_payment": bool(k),
+                "n": n,
+                "total": t,
+            }
+            for g, c, b, k, n, t in self.grouped(
+                {
+                    "g": self.l_gw[keep],
+                    "c": self.l_cur[keep],
+                    "b": self.l_bucket[keep],
+                    "k": self.l_in[keep],
+                },
+                self.l_gross[keep],
+            )
+        ]
+        return p, ln
+
+    def grouped(self, keys: Mapping[str, np.ndarray], amount: np.ndarray) -> list[tuple[Any, ...]]:
+        """count and exact integer sum of `amount` per combination of the key codes."""
+        self.con.register("grouped_in", pa.table({**keys, "amount": amount}))
+        rows: list[tuple[Any, ...]] = self.con.execute(
+            """SELECT * EXCLUDE (amount), count(*), coalesce(sum(amount), 0)::BIGINT
+               FROM grouped_in GROUP BY ALL ORDER BY ALL"""
+        ).fetchall()
+        self.con.unregister("grouped_in")
+        return rows
 
     def inputs_in_scope(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Per currency, what went in, decided independently of the buckets: the payments of
         the range expected to settle (succeeded, of a kind the gateway's files carry) or named
         by a line, whether by reference or by a later pass; and every line of the range."""
-        ids = sorted({m.payment_id for m in self.matches})
-        self.con.register("matched_ids", pa.table({"payment_id": pa.array(ids, pa.string())}))
-        multi = (
-            """UNION ALL
-               SELECT p.currency, p.amt FROM p JOIN mk USING (gateway, kind, ref)
-               WHERE p.day BETWEEN ? AND ?"""
-            if self.multi
-            else ""
-        )
-        pays = self.rows(
-            INPUT_P_SQL.format(multi=multi),
-            [self.start, self.end] * (2 if self.multi else 1),
-        )
-        lns = self.rows(
-            """SELECT currency, count(*) AS n, sum(gross_minor)::BIGINT AS total FROM l
-               WHERE day BETWEEN ? AND ? GROUP BY currency""",
-            [self.start, self.end],
-        )
+        named = np.zeros(self.pay_in.num_rows, dtype=bool)
+        named[self._rns({m.payment_id for m in self.matches}, self.p_rn, P_LOOKUP)] = True
+        expected = self.p_ok & self.expected[self.p_gw, self.p_kind]
+        take = self.p_in & (self.p_day >= self.first) & (self.p_day <= self.last)
+        take &= (self.p_v != 0) | expected | named
+        pays = [
+            {"currency": self.curs[c], "n": n, "total": t}
+            for c, n, t in self.grouped({"c": self.p_cur[take]}, self.p_amt[take])
+        ]
+        lns = [
+            {"currency": cur, "n": n, "total": t}
+            for cur, (n, t) in sorted(self.lines_in.items(), key=lambda kv: str(kv[0]))
+        ]
         return pays, lns
 
     def match_table(self) -> pa.Table:
         """Every match of a payment in the range (unordered: the writer orders the files)."""
-        extra = sorted(self.matches, key=lambda m: (m.payment_id, m.line_id))
-        schema = pa.schema(
-            [("payment_id", pa.string()), ("line_id", pa.string()), ("gateway", pa.string()),
-             ("rule", pa.string())]
-        )  # fmt: skip
-        self.con.register(
-            "extra_matches", pa.Table.from_pylist([m.__dict__ for m in extra], schema=schema)
+        keep = (self.p_v == V_MATCHED) & (self.p_day >= self.first) & (self.p_day <= self.last)
+        mask = pa.array(keep)
+        n = int(keep.sum())
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            lid = pool.submit(self.line_in.column("line_id").take, pa.array(self.p_lrn[keep]))
+            pid, gw, day = _filtered(self.pay_in, ("payment_id", "gateway", "day"), mask)
+            line_id = lid.result()
+        by_ref = pa.table(
+            [
+                _string_column(pid),
+                _string_column(line_id),
+                _string_column(gw),
+                _strings(["reference"], np.zeros(n, dtype=np.int8)),
+                day,
+            ],
+            schema=MATCHES,
         )
-        return self.con.sql(
-            """SELECT payment_id, line_id, gateway, 'reference' AS rule, p_day AS day
-               FROM j WHERE verdict = 'matched' AND p_day BETWEEN ? AND ?
-               UNION ALL
-               SELECT m.payment_id, m.line_id, m.gateway, m.rule, p.day
-               FROM extra_matches m JOIN p USING (payment_id)
-               WHERE p.day BETWEEN ? AND ?""",
-            params=[self.start, self.end] * 2,
-        ).to_arrow_table()
+        extra = [
+            {
+                "payment_id": m.payment_id,
+                "line_id": m.line_id,
+                "gateway": m.gateway,
+                "rule": m.rule,
+                "day": self.p_rows[m.payment_id]["day"],
+            }
+            for m in sorted(self.matches, key=lambda m: (m.payment_id, m.line_id))
+        ]
+        extra = [m for m in extra if self.in_scope(m["day"])]
+        return pa.concat_tables([by_ref, pa.Table.from_pylist(extra, schema=MATCHES)])
 
 
 def _invoice_explanation(
@@ -1055,35 +1387,6 @@ def _invoice_explanation(
         f"succeeded charges less refunds; a {status} invoice should have received nothing. "
         "Refund the customer or correct the invoice's status."
     )
-
-
-def _totals(
-    con: duckdb.DuckDBPyConnection, pays: pa.Table, lns: pa.Table
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The bucket tables folded to the few groups the conservation check and summary need."""
-    con.register("pays_b", pays)
-    con.register("lines_b", lns)
-    p: list[dict[str, Any]] = (
-        con.sql(
-            """SELECT gateway, currency, bucket, day, count(*) AS n,
-                      sum(amount_minor)::BIGINT AS total
-               FROM pays_b GROUP BY ALL ORDER BY ALL"""
-        )
-        .to_arrow_table()
-        .to_pylist()
-    )
-    ln: list[dict[str, Any]] = (
-        con.sql(
-            """SELECT gateway, currency, bucket,
-                      category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
-                          AS is_payment,
-                      count(*) AS n, sum(gross_minor)::BIGINT AS total
-               FROM lines_b GROUP BY ALL ORDER BY ALL"""
-        )
-        .to_arrow_table()
-        .to_pylist()
-    )
-    return p, ln
 
 
 def _conservation(
@@ -1148,14 +1451,16 @@ def reconcile(
         e.fees()
         e.invoice_checks()
         in_scope = e.reported()
-        p_buckets, l_buckets = e.buckets(in_scope)
+        e.classify(in_scope)
         p_in, l_in = e.inputs_in_scope()
-        p_totals, l_totals = _totals(e.con, p_buckets, l_buckets)
+        p_totals, l_totals = e.totals()
         conservation = _conservation(p_totals, l_totals, p_in, l_in)
         problems = check_conservation(conservation)
         if problems:
             raise ConservationError("; ".join(problems))
         summary = summarize(run_id, start, end, as_of, p_totals, l_totals, in_scope, payout_counts)
+        e.release()
+        p_buckets, l_buckets = e.bucket_tables()
         return ReconResult(
             exceptions=in_scope,
             matches=sorted(e.matches, key=lambda m: (m.payment_id, m.line_id)),
