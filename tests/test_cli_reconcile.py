@@ -91,7 +91,9 @@ def test_demo_runs_the_whole_chain_and_finds_exactly_the_answer_key(
     monkeypatch.setenv("DAGSTER_HOME", str(demo / "dagster_home"))
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-        assert [r.job_name for r in runs] == ["erp_posting", "nightly_close"]
+        assert [r.job_name for r in runs] == [
+            "revenue_load", "revenue_schedule", "erp_posting", "nightly_close",
+        ]  # fmt: skip
         assert all(r.is_success for r in runs)
     # ... and then posted its journals to an in-process NetSuite sandbox, plan first.
     assert "ERP plan 2026-" in result.stdout
@@ -100,6 +102,18 @@ def test_demo_runs_the_whole_chain_and_finds_exactly_the_answer_key(
     assert f"NetSuite sandbox now holds {created} journal entr(ies)" in result.stdout
     assert "every one balanced" in result.stdout
     assert f"posting ledger (state database): {created} confirmed" in result.stdout
+    # ... and built the revenue schedules and loaded Salesforce, plan first.
+    loaded = int(re.search(r"for salesforce: (\d+) to create", result.stdout).group(1))  # type: ignore[union-attr]
+    assert f"posting ledger (state database): {loaded} confirmed" in result.stdout
+    held = re.search(
+        r"Salesforce sandbox now holds (\d+) Account, (\d+) Tieout_Invoice__c, "
+        r"(\d+) Tieout_Payment__c, (\d+) Tieout_Revenue_Schedule__c",
+        result.stdout,
+    )
+    assert held is not None
+    assert sum(map(int, held.groups())) == loaded
+    assert summary["revenue_waterfall"]
+    assert "Revenue waterfall" in page
 
 
 def test_reconcile_twice_keeps_resolutions_and_ids(tmp_path: Path) -> None:

@@ -17,10 +17,12 @@ import csv
 import hashlib
 import io
 import json
+import operator
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -63,9 +65,13 @@ class SalesforceRecord:
             "values": dict(sorted(self.values.items())),
         }
 
+    @cached_property
+    def payload_text(self) -> str:
+        """The payload as canonical JSON, made once: the hash and the ledger both need it."""
+        return json.dumps(self.payload(), sort_keys=True, separators=(",", ":"))
+
     def payload_hash(self) -> str:
-        text = json.dumps(self.payload(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(self.payload_text.encode()).hexdigest()
 
     @staticmethod
     def from_payload(p: Mapping[str, Any]) -> SalesforceRecord:
@@ -243,29 +249,37 @@ def to_csv(records: Sequence[SalesforceRecord]) -> tuple[list[str], str]:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([ext, *columns])
-    writer.writerows([r.key, *(r.values.get(c, "") for c in columns)] for r in records)
+    getters = [operator.itemgetter(c) for c in columns]
+    rows = []
+    for r in records:
+        values = r.values
+        try:
+            rows.append([r.key, *[g(values) for g in getters]])
+        except KeyError:
+            rows.append([r.key, *(values.get(c, "") for c in columns)])
+    writer.writerows(rows)
     return [ext, *columns], buf.getvalue()
 
 
-def split_csv(text: str, max_bytes: int) -> list[str]:
-    """CSV chunks under `max_bytes` each, header repeated, never splitting a row."""
-    header, _, body = text.partition("\n")
+def split_csv(text: str, max_bytes: int, rows: int) -> list[tuple[int, str]]:
+    """(row count, CSV) chunks under `max_bytes` each, header repeated, never splitting a row
+    (a quoted value may hold a newline). `rows` is the whole text's row count."""
     if len(text.encode()) <= max_bytes:
-        return [text]
-    chunks: list[str] = []
-    rows: list[str] = []
+        return [(rows, text)]
+    header, _, body = text.partition("\n")
+    chunks: list[tuple[int, str]] = []
+    part: list[str] = []
     size = len(header.encode()) + 1
     budget = size
-    reader_rows = _csv_rows(body)
-    for row in reader_rows:
+    for row in _csv_rows(body):
         n = len(row.encode())
-        if rows and budget + n > max_bytes:
-            chunks.append(header + "\n" + "".join(rows))
-            rows, budget = [], size
-        rows.append(row)
+        if part and budget + n > max_bytes:
+            chunks.append((len(part), header + "\n" + "".join(part)))
+            part, budget = [], size
+        part.append(row)
         budget += n
-    if rows:
-        chunks.append(header + "\n" + "".join(rows))
+    if part:
+        chunks.append((len(part), header + "\n" + "".join(part)))
     return chunks
 
 
@@ -285,6 +299,40 @@ def _csv_rows(body: str) -> list[str]:
     return out
 
 
+def success_ids(text: str, ext: str) -> list[tuple[str, str]]:
+    """(external id, Salesforce id) of a Bulk job's successful results.
+
+    A million rows through `csv` cost seconds, and only two fields are needed: rows that start
+    `"sf__Id","sf__Created","<ext>"` (Salesforce quotes every field) are cut at the first
+    three separators; anything unusual (a quote inside those fields, a row that does not
+    split, a quoted line break) sends the whole text through `csv` instead."""
+    first, _, body = text.partition("\n")
+    header = next(csv.reader([first]), [])
+    if header[:3] != ["sf__Id", "sf__Created", ext]:
+        return _success_ids_csv(text, ext)
+    out: list[tuple[str, str]] = []
+    for line in body.splitlines():
+        if not line:
+            continue
+        parts = line.split('","', 3)
+        if len(parts) < 3 or not parts[0].startswith('"'):
+            return _success_ids_csv(text, ext)
+        key = parts[2] if len(parts) == 4 else parts[2].removesuffix('"')
+        if '"' in key or '"' in parts[0][1:]:
+            return _success_ids_csv(text, ext)
+        out.append((key, parts[0][1:]))
+    return out
+
+
+def _success_ids_csv(text: str, ext: str) -> list[tuple[str, str]]:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    if ext not in header:
+        return []
+    at, sf_id = header.index(ext), header.index("sf__Id") if "sf__Id" in header else -1
+    return [(row[at], row[sf_id] if sf_id >= 0 else "") for row in reader if len(row) > at]
+
+
 class SalesforceTarget:
     """The two calls the poster needs, over one logged-in client per thread.
 
@@ -294,6 +342,8 @@ class SalesforceTarget:
 
     system: str = "salesforce"
     record_type: str = "sobject"
+    #: Upserts by external id: resending after an unknown outcome updates, never doubles.
+    idempotent: bool = True
 
     def __init__(
         self,
@@ -373,59 +423,75 @@ class SalesforceTarget:
         by_key = {r.key: r for r in records}
         _cols, text = to_csv(records)
         out: dict[str, RecordOutcome] = {}
-        for chunk in split_csv(text, self.settings.bulk_max_bytes):
-            out.update(self._bulk_job(first.sobject, first.external_id_field, chunk, by_key))
+        for rows, chunk in split_csv(text, self.settings.bulk_max_bytes, len(records)):
+            out.update(self._bulk_job(first.sobject, first.external_id_field, rows, chunk, by_key))
         for r in records:
             out.setdefault(r.external_id, RecordOutcome(False, error="no result", retryable=True))
         return out
 
     def _bulk_job(
-        self, sobject: str, ext: str, chunk: str, by_key: Mapping[str, SalesforceRecord]
+        self,
+        sobject: str,
+        ext: str,
+        rows: int,
+        chunk: str,
+        by_key: Mapping[str, SalesforceRecord],
     ) -> dict[str, RecordOutcome]:
-        import tempfile
+        """One Bulk API 2.0 upsert job through simple-salesforce's own job life cycle (create,
+        upload, close, poll, abort on failure). The chunk is already below the size limit and
+        its rows are counted here, so it goes as one upload (`_upload_data` with a counted
+        chunk), not re-read and re-split by `upsert`."""
+        from simple_salesforce.bulk2 import Operation
 
         poll = self.settings.bulk_poll_seconds
 
-        def run(sf: Any) -> list[dict[str, Any]]:
+        def run(sf: Any) -> dict[str, Any]:
             bulk = getattr(sf.bulk2, sobject)
-            with tempfile.NamedTemporaryFile("w", suffix=".csv", encoding="utf-8") as f:
-                f.write(chunk)
-                f.flush()
-                results: list[dict[str, Any]] = bulk.upsert(
-                    csv_file=f.name, external_id_field=ext, wait=poll
-                )
-            return results
+            result: dict[str, Any] = bulk._upload_data(
+                Operation.upsert, (rows, chunk), external_id_field=ext, wait=poll
+            )
+            return result
 
-        def fetch(job_id: str, which: str) -> list[dict[str, str]]:
+        def fetch(job_id: str, which: str) -> tuple[dict[str, int], list[tuple[str, list[str]]]]:
+            """The header's positions and (external id, row) pairs of one result set."""
             text = self._call(lambda sf: getattr(getattr(sf.bulk2, sobject), which)(job_id))
-            return list(csv.DictReader(io.StringIO(text or "")))
+            reader = csv.reader(io.StringIO(text or ""))
+            header = next(reader, [])
+            if ext not in header:
+                return {}, []
+            at = header.index(ext)
+            columns = {name: i for i, name in enumerate(header)}
+            return columns, [(row[at], row) for row in reader if len(row) > at]
 
-        results = self._call(run)
+        result = self._call(run)
         with self._count_lock:
-            self.bulk_jobs += len(results)
+            self.bulk_jobs += 1
+        job_id = result["job_id"]
         out: dict[str, RecordOutcome] = {}
-        for result in results:
-            job_id = result["job_id"]
-            for row in fetch(job_id, "get_successful_records"):
-                r = by_key.get(row.get(ext, ""))
+        text = self._call(lambda sf: getattr(sf.bulk2, sobject).get_successful_records(job_id))
+        for key, sf_id in success_ids(text or "", ext):
+            r = by_key.get(key)
+            if r is not None:
+                out[r.external_id] = RecordOutcome(True, sf_id)
+        if int(result.get("numberRecordsFailed") or 0):
+            columns, failed = fetch(job_id, "get_failed_records")
+            error_at = columns.get("sf__Error", -1)
+            for key, row in failed:
+                r = by_key.get(key)
+                if r is None:
+                    continue
+                text = row[error_at] if error_at >= 0 else "UNKNOWN:"
+                code, _, message = text.partition(":")
+                out[r.external_id] = _record_error(code.strip(), message.strip())
+        if int(result.get("numberRecordsProcessed") or 0) < int(
+            result.get("numberRecordsTotal") or 0
+        ):
+            for key, _row in fetch(job_id, "get_unprocessed_records")[1]:
+                r = by_key.get(key)
                 if r is not None:
-                    out[r.external_id] = RecordOutcome(True, row.get("sf__Id") or "")
-            if int(result.get("numberRecordsFailed") or 0):
-                for row in fetch(job_id, "get_failed_records"):
-                    r = by_key.get(row.get(ext, ""))
-                    if r is None:
-                        continue
-                    code, _, message = (row.get("sf__Error") or "UNKNOWN:").partition(":")
-                    out[r.external_id] = _record_error(code.strip(), message.strip())
-            if int(result.get("numberRecordsProcessed") or 0) < int(
-                result.get("numberRecordsTotal") or 0
-            ):
-                for row in fetch(job_id, "get_unprocessed_records"):
-                    r = by_key.get(row.get(ext, ""))
-                    if r is not None:
-                        out[r.external_id] = RecordOutcome(
-                            False, error="unprocessed by the Bulk job", retryable=True
-                        )
+                    out[r.external_id] = RecordOutcome(
+                        False, error="unprocessed by the Bulk job", retryable=True
+                    )
         return out
 
     def read_back(self, external_ids: Sequence[str]) -> dict[str, str | None]:

@@ -171,8 +171,14 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _fingerprint(rows: Sequence[LedgerRow]) -> str:
+def _fingerprint(rows: Sequence[Any]) -> str:
+    """What a base's ledger rows were (external id and hash of each): rows or KeyStates."""
+    if not rows:
+        return _EMPTY_FINGERPRINT
     return _digest(sorted((r.external_id, r.payload_hash) for r in rows))
+
+
+_EMPTY_FINGERPRINT: Final = _digest([])
 
 
 def make_plan(
@@ -382,7 +388,7 @@ def apply_plan(
         target.system,
         target.record_type,
         [
-            (e.external_id, e.base, e.kind, h, e.payload())
+            (e.external_id, e.base, e.kind, h, getattr(e, "payload_text", None) or e.payload())
             for e, h in zip(todo, hashes, strict=True)
         ],
     )
@@ -407,7 +413,10 @@ def apply_plan(
         while pending:
             attempt += 1
             ids = [e.external_id for e in pending]
-            ledger.mark_sent(target.system, ids)
+            if not getattr(target, "idempotent", False):
+                # An upsert by external id (Salesforce) is safe to resend whatever happened,
+                # so its records stay `pending` until confirmed: one ledger write less each.
+                ledger.mark_sent(target.system, ids)
             try:
                 outcomes = target.upsert(pending)
                 with lock:
@@ -470,9 +479,10 @@ def _check_fresh(plan: Plan, ledger: PostingLedger, system: str) -> None:
     for its entries, or one of its records was confirmed with other content meanwhile. A
     re-apply of the same plan (after a crash) is fresh: only its own records moved."""
     bases = sorted(plan.fingerprints)
-    rows = ledger.rows(system, base_ids=bases) if bases else {}
+    # Keys, statuses and hashes only: reading every payload of a million-record plan is slow.
+    rows = ledger.key_states(system, base_ids=bases) if bases else {}
     sending = {p.entry.external_id: p for p in plan.entries}
-    grouped: dict[str, list[LedgerRow]] = defaultdict(list)
+    grouped: dict[str, list[Any]] = defaultdict(list)
     for row in rows.values():
         if row.external_id not in sending:
             grouped[row.base_id].append(row)
