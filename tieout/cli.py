@@ -193,6 +193,7 @@ def _run_job(
     op_config: dict[str, Any] | None = None,
     instance: Any = None,
     into: str | None = None,
+    span: str | None = None,
 ) -> bool:
     """Materialize a job's assets for [start, end] in one run; True when it succeeded."""
     import dagster as dg
@@ -209,7 +210,8 @@ def _run_job(
             else dg.DagsterInstance.ephemeral()
         )
     ndays = (end - start).days + 1
-    _echo(f"{what} {ndays} business day(s) {start}..{end} into {into or settings.lake_root()}")
+    span = span or f"{ndays} business day(s) {start}..{end}"
+    _echo(f"{what} {span} into {into or settings.lake_root()}")
     t0 = time.perf_counter()
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     if op_config:
@@ -376,8 +378,9 @@ def _demo_revenue(settings: Any, start: date, end: date) -> bool:
 
     ok = _run_job(
         settings, "revenue_schedule", start.replace(day=1), end.replace(day=1),
-        "revenue schedules of the months", instance=dg.DagsterInstance.get(),
+        "building the revenue schedules of", instance=dg.DagsterInstance.get(),
         into=f"{settings.lake_root()}/revenue/schedule",
+        span=f"month(s) {start.strftime('%Y-%m')}..{end.strftime('%Y-%m')}",
     )  # fmt: skip
     if not ok:
         return False
