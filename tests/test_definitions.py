@@ -42,8 +42,12 @@ def test_module_level_definitions_load() -> None:
         "settlements/payouts",
         "recon/exceptions",
         "erp/netsuite",
+        "revenue/schedule",
+        "revenue/salesforce",
     }
     assert definitions.defs.resolve_job_def("nightly_close") is not None
+    assert definitions.defs.resolve_job_def("revenue_schedule") is not None
+    assert definitions.defs.resolve_job_def("revenue_load") is not None
     assert definitions.defs.resolve_job_def("erp_posting") is not None
     assert definitions.defs.resolve_job_def("billing_extract") is not None
     assert definitions.defs.resolve_job_def("settlements_load") is not None
@@ -57,7 +61,10 @@ def test_asset_specs_snapshot(tmp_path: Path) -> None:
     for key in sorted(graph.get_all_asset_keys()):
         node = graph.get(key)
         pdef = node.partitions_def
-        assert isinstance(pdef, dg.DailyPartitionsDefinition)
+        # Business days everywhere; the revenue schedule is by accounting month.
+        monthly = key == dg.AssetKey(["revenue", "schedule"])
+        kind = dg.MonthlyPartitionsDefinition if monthly else dg.DailyPartitionsDefinition
+        assert isinstance(pdef, kind)
         snapshot[key.to_user_string()] = (
             node.group_name,
             pdef.timezone,
@@ -75,6 +82,8 @@ def test_asset_specs_snapshot(tmp_path: Path) -> None:
             ["duckdb", "excel", "html"],
         ),
         "erp/netsuite": ("erp", "Europe/Berlin", "2026-03-01", ["netsuite"]),
+        "revenue/schedule": ("revenue", "Europe/Berlin", "2026-03-01", ["duckdb"]),
+        "revenue/salesforce": ("revenue", "Europe/Berlin", "2026-03-01", ["salesforce"]),
     }
     deps = graph.get(dg.AssetKey(["settlements", "payouts"])).parent_keys
     assert deps == {dg.AssetKey(["settlements", "lines"])}
@@ -82,7 +91,11 @@ def test_asset_specs_snapshot(tmp_path: Path) -> None:
 
 def _materialize_one_day(settings: Settings) -> dg.ExecuteInProcessResult:
     defs = build_definitions(settings)
-    assets = list(defs.assets or [])
+    # One business day of every daily asset (the monthly revenue schedule has its own job).
+    assets = [
+        a for a in defs.assets or []
+        if isinstance(getattr(a, "partitions_def", None), dg.DailyPartitionsDefinition)
+    ]  # fmt: skip
     resources = defs.resources or {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
