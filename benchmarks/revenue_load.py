@@ -30,9 +30,9 @@ from datetime import date
 from pathlib import Path
 
 from tieout.connectors.ledger import CONFIRMED, PostingLedger
-from tieout.connectors.salesforce import SalesforceRecord
 from tieout.erp.plan import make_record_plan
 from tieout.revenue.loading import apply_revenue, make_target
+from tieout.revenue.model import SalesforceRecord
 from tieout.settings import settings_from_mapping
 
 DAY = date(2026, 3, 31)

@@ -364,13 +364,23 @@ def _demo_settings_toml(reports: str) -> str:
     return "\n".join(out) + "\n"
 
 
+@contextmanager
+def _ledger(settings: Any) -> Iterator[Any]:
+    from tieout.connectors.ledger import PostingLedger
+
+    ledger = PostingLedger(settings.state_url(), settings.state.schema_)
+    try:
+        yield ledger
+    finally:
+        ledger.dispose()
+
+
 def _demo_revenue(settings: Any, start: date, end: date) -> bool:
     """Build and check the months' revenue schedules, print the Salesforce plan, load it
     through Dagster into an in-process Salesforce sandbox."""
     import dagster as dg
 
     from tieout.connectors.lake import Lake
-    from tieout.connectors.ledger import PostingLedger
     from tieout.connectors.salesforce import make_client
     from tieout.demo_erp import ledger_summary
     from tieout.demo_revenue import salesforce_sandbox, sandbox_summary
@@ -388,12 +398,9 @@ def _demo_revenue(settings: Any, start: date, end: date) -> bool:
         _echo(f"Salesforce sandbox (in-process, TLS REST and Bulk 2.0) at {sb.instance_url}")
         sf = settings.revenue.salesforce
         lake = Lake(settings.lake_root(), settings.lake_endpoint())
-        ledger = PostingLedger(settings.state_url(), settings.state.schema_)
-        try:
+        with _ledger(settings) as ledger:
             shapes = describe_all(sf, make_client(sf, Path(settings.base_dir)))
             plan = plan_revenue(settings, lake, ledger, start, end, shapes)
-        finally:
-            ledger.dispose()
         click.echo("")
         click.echo(render_plan(plan, limit=5))
         click.echo("")
@@ -402,11 +409,8 @@ def _demo_revenue(settings: Any, start: date, end: date) -> bool:
             instance=dg.DagsterInstance.get(), into="the Salesforce sandbox",
         )  # fmt: skip
         click.echo(sandbox_summary(sb))
-        ledger = PostingLedger(settings.state_url(), settings.state.schema_)
-        try:
+        with _ledger(settings) as ledger:
             click.echo(f"posting ledger (state database): {ledger_summary(ledger, 'salesforce')}")
-        finally:
-            ledger.dispose()
     return ok
 
 
@@ -416,7 +420,6 @@ def _demo_post(settings: Any, start: date, end: date) -> bool:
 
     from tieout.connectors.exception_store import ExceptionStore
     from tieout.connectors.lake import Lake
-    from tieout.connectors.ledger import PostingLedger
     from tieout.demo_erp import ledger_summary, netsuite_sandbox, sandbox_summary
     from tieout.posting import plan_posting, render_plan
 
@@ -424,12 +427,11 @@ def _demo_post(settings: Any, start: date, end: date) -> bool:
         _echo(f"NetSuite sandbox (in-process, real SOAP) at {sb.endpoint_url}")
         lake = Lake(settings.lake_root(), settings.lake_endpoint())
         store = ExceptionStore(settings.state_url(), settings.state.schema_)
-        ledger = PostingLedger(settings.state_url(), settings.state.schema_)
         try:
-            plan = plan_posting(settings, lake, store, ledger, start, end, end)
+            with _ledger(settings) as ledger:
+                plan = plan_posting(settings, lake, store, ledger, start, end, end)
         finally:
             store.dispose()
-            ledger.dispose()
         click.echo("")
         click.echo(render_plan(plan, limit=5))
         click.echo("")
@@ -438,11 +440,8 @@ def _demo_post(settings: Any, start: date, end: date) -> bool:
             instance=dg.DagsterInstance.get(), into="the NetSuite sandbox",
         )  # fmt: skip
         click.echo(sandbox_summary(sb))
-        ledger = PostingLedger(settings.state_url(), settings.state.schema_)
-        try:
+        with _ledger(settings) as ledger:
             click.echo(f"posting ledger (state database): {ledger_summary(ledger, 'netsuite')}")
-        finally:
-            ledger.dispose()
     return ok
 
 

@@ -70,7 +70,8 @@ def _make_plan(ctx: click.Context, start: date, end: date, as_of: date | None) -
 def plan_cmd(ctx: click.Context, start: Any, end: Any, as_of: Any, out: Path | None) -> None:
     """Show what posting START..END would do, without sending anything."""
     from tieout.cli import _exit_codes
-    from tieout.posting import render_plan, write_plan
+    from tieout.erp.plan import write_plan
+    from tieout.posting import render_plan
 
     with _exit_codes(ctx.obj["debug"]):
         settings, plan = _make_plan(ctx, start.date(), end.date(), _day(as_of))

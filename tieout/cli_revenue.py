@@ -68,7 +68,8 @@ def _default_plan_path(settings: Any, start: date, end: date) -> Path:
 def plan_cmd(ctx: click.Context, start: Any, end: Any, out: Path | None) -> None:
     """Show what loading START..END into Salesforce would do, without writing anything."""
     from tieout.cli import _exit_codes
-    from tieout.revenue.loading import render_plan, write_plan
+    from tieout.erp.plan import write_plan
+    from tieout.revenue.loading import render_plan
 
     with _exit_codes(ctx.obj["debug"]):
         settings, ledger, plan = _make_plan(ctx, start.date(), end.date())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -73,6 +73,22 @@ def sandbox_env(sb: NetSuiteSandbox) -> dict[str, str]:
     }
 
 
+@contextmanager
+def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for a block, then put back what was there (the demo's
+    sandboxes reach the settings' ${...} references this way)."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def seed_suspense(sb: NetSuiteSandbox) -> None:
     """The suspense account (internal id 13) held-back settlement lines wait in."""
     sb.seed(
@@ -87,17 +103,8 @@ def netsuite_sandbox() -> Iterator[NetSuiteSandbox]:
     """A running sandbox with the demo's chart of accounts, its address in the environment."""
     with NetSuiteSandbox() as sb:
         seed_suspense(sb)
-        env = sandbox_env(sb)
-        before = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        try:
+        with temporary_env(sandbox_env(sb)):
             yield sb
-        finally:
-            for name, value in before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def ledger_summary(ledger: PostingLedger, system: str) -> str:

@@ -8,11 +8,11 @@ demo sets for that time.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
+from tieout.demo_erp import temporary_env
 from tieout.sandbox.salesforce import SalesforceSandbox
 from tieout.settings import SALESFORCE_KINDS, SalesforceObjects
 
@@ -48,18 +48,8 @@ def sandbox_env(sb: SalesforceSandbox) -> dict[str, str]:
 @contextmanager
 def salesforce_sandbox() -> Iterator[SalesforceSandbox]:
     """A running sandbox with tieout's default objects, its address in the environment."""
-    with SalesforceSandbox() as sb:
-        env = sandbox_env(sb)
-        before = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        try:
-            yield sb
-        finally:
-            for name, value in before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    with SalesforceSandbox() as sb, temporary_env(sandbox_env(sb)):
+        yield sb
 
 
 def sandbox_summary(sb: SalesforceSandbox) -> str:

@@ -7,7 +7,6 @@ a plan reviewed in the launchpad's metadata and one printed in a terminal are th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -27,7 +26,15 @@ from tieout.erp.journals import (
     billing_journals,
     settlement_journals,
 )
-from tieout.erp.plan import ApplyResult, Plan, RetryPolicy, Target, apply_plan, make_plan
+from tieout.erp.plan import (
+    ApplyResult,
+    Plan,
+    RetryPolicy,
+    Target,
+    apply_plan,
+    make_plan,
+)
+from tieout.erp.plan import read_plan as read_plan_file
 from tieout.errors import ConfigError
 from tieout.reconciliation import business_days, latest_versions, read_days
 from tieout.schema import TABLES
@@ -255,15 +262,5 @@ def render_plan(plan: Plan, limit: int | None = None) -> str:
     return "\n".join(out)
 
 
-def write_plan(plan: Plan, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
-    return path
-
-
 def read_plan(path: Path) -> Plan:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a readable plan file ({exc})") from None
-    return Plan.from_json(data)
+    return read_plan_file(path, SYSTEM)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from tests.erp.conftest import ENV, entry, netsuite_section
 from tieout.connectors.ledger import CONFIRMED, PostingLedger
-from tieout.erp.plan import make_plan
-from tieout.posting import write_plan
+from tieout.erp.plan import make_plan, write_plan
 from tieout.sandbox.netsuite import NetSuiteSandbox
 
 RUNS = 20

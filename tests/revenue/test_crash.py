@@ -17,10 +17,9 @@ from click.testing import CliRunner
 
 from tieout.cli import main
 from tieout.connectors.ledger import CONFIRMED, PostingLedger
-from tieout.connectors.salesforce import SalesforceRecord
 from tieout.demo_revenue import salesforce_sandbox, salesforce_toml
-from tieout.erp.plan import make_record_plan
-from tieout.revenue.loading import write_plan
+from tieout.erp.plan import make_record_plan, write_plan
+from tieout.revenue.model import SalesforceRecord
 from tieout.sandbox.salesforce import FaultKind, Operation, SalesforceSandbox
 
 RUNS = 20

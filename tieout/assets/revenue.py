@@ -11,7 +11,7 @@ No `from __future__ import annotations` here: Dagster reads the parameter annota
 """
 
 import warnings
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,6 @@ def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
         timezone=settings.reconciliation.finance_timezone,
         end_offset=1,  # the current month, as it is billed
     )
-
-
-def _month_end(first: date) -> date:
-    return (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
 
 
 def waterfall_markdown(points: list[Any]) -> str:
@@ -73,6 +69,7 @@ def _schedule_asset(settings: Settings) -> Any:
         context: dg.AssetExecutionContext, lake: LakeResource
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         from tieout.revenue.loading import read_billing
+        from tieout.revenue.records import month_end
         from tieout.revenue.schedules import (
             build_schedules,
             check_deferred,
@@ -84,7 +81,7 @@ def _schedule_asset(settings: Settings) -> Any:
         months = [date.fromisoformat(k) for k in context.partition_keys]
         tz = settings.reconciliation.finance_timezone
         store = lake.open()
-        billing = read_billing(settings, store, _month_end(months[-1]))
+        billing = read_billing(settings, store, month_end(months[-1]))
         result = build_schedules(
             billing.invoices, billing.invoice_lines, billing.credit_notes, finance_timezone=tz
         )

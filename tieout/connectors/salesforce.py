@@ -14,19 +14,17 @@ environment and are handed to the client only; errors name objects and keys, nev
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import operator
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from tieout.errors import ConfigError, RetryableError
+from tieout.revenue.model import ObjectShape, SalesforceRecord
 from tieout.settings import SalesforceSettings, resolve_env
 
 COLLECTION_SIZE: Final = 200
@@ -34,64 +32,6 @@ COLLECTION_SIZE: Final = 200
 RETRYABLE_RECORD_CODES: Final = frozenset(
     {"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION"}
 )
-
-
-@dataclass(frozen=True)
-class SalesforceRecord:
-    """One record to upsert. `values` maps Salesforce field names (or `Rel__r.Ext__c` for a
-    parent matched by its external id) to text, "" meaning empty."""
-
-    kind: str  # accounts | invoices | payments | schedules
-    sobject: str
-    external_id_field: str
-    key: str
-    values: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def external_id(self) -> str:
-        """The ledger's key: unique across objects."""
-        return f"{self.sobject}/{self.key}"
-
-    @property
-    def base(self) -> str:
-        return self.external_id
-
-    def payload(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "sobject": self.sobject,
-            "external_id_field": self.external_id_field,
-            "key": self.key,
-            "values": dict(sorted(self.values.items())),
-        }
-
-    @cached_property
-    def payload_text(self) -> str:
-        """The payload as canonical JSON, made once: the hash and the ledger both need it."""
-        return json.dumps(self.payload(), sort_keys=True, separators=(",", ":"))
-
-    def payload_hash(self) -> str:
-        return hashlib.sha256(self.payload_text.encode()).hexdigest()
-
-    @staticmethod
-    def from_payload(p: Mapping[str, Any]) -> SalesforceRecord:
-        return SalesforceRecord(
-            p["kind"], p["sobject"], p["external_id_field"], p["key"], dict(p["values"])
-        )
-
-    def collection_json(self) -> dict[str, Any]:
-        """The record as sObject Collections wants it (parents as nested references)."""
-        out: dict[str, Any] = {
-            "attributes": {"type": self.sobject},
-            self.external_id_field: self.key,
-        }
-        for name, value in self.values.items():
-            if "." in name:
-                rel, ext = name.split(".", 1)
-                out[rel] = {ext: value} if value else None
-            else:
-                out[name] = value if value != "" else None
-        return out
 
 
 @dataclass(frozen=True)
@@ -170,18 +110,6 @@ def make_client(settings: SalesforceSettings, base_dir: Path) -> Any:
 
 
 # -------------------------------------------------------------------------------- describe
-
-
-@dataclass(frozen=True)
-class ObjectShape:
-    """What describe says about one object: fields by name, with type and relationship."""
-
-    name: str
-    fields: Mapping[str, Mapping[str, Any]]
-
-    def relationship(self, field_name: str) -> str | None:
-        spec = self.fields.get(field_name)
-        return None if spec is None else spec.get("relationshipName")
 
 
 def describe(client: Any, sobject: str) -> ObjectShape:

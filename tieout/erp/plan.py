@@ -22,11 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any, Final, Protocol
 
-from tieout.connectors.ledger import CONFIRMED, SENT, LedgerRow, PostingLedger
+from tieout.connectors.ledger import CONFIRMED, SENT, KeyState, LedgerRow, PostingLedger
 from tieout.erp.journals import HeldBatch, JournalEntry, adjustment, problems, split
-from tieout.errors import InputDataError, RetryableError
+from tieout.errors import ConfigError, InputDataError, RetryableError
 
 ACTIONS: Final = ("create", "retry", "update", "adjust")
 
@@ -167,6 +168,29 @@ class Plan:
         )
 
 
+def write_plan(plan: Plan, path: Path) -> Path:
+    """Save a plan for review and a later `apply --plan` (its plan_id seals it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_plan(
+    path: Path,
+    system: str,
+    decode: Callable[[Mapping[str, Any]], Any] = JournalEntry.from_payload,
+) -> Plan:
+    """A saved plan of `system`, its records decoded by `decode`; a wrong or edited file is
+    refused with the reason."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable plan file ({exc})") from None
+    if data.get("system") != system:
+        raise ConfigError(f"{path}: a {data.get('system')} plan, not a {system} one")
+    return Plan.from_json(data, decode=decode)
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -278,7 +302,7 @@ def make_plan(
 
 def make_record_plan(
     records: Sequence[Postable],
-    ledger_rows: Sequence[LedgerRow],
+    ledger_rows: Sequence[LedgerRow | KeyState],
     *,
     system: str,
     start: date,

@@ -7,7 +7,6 @@ plan reviewed in the launchpad's metadata and one printed in a terminal are the 
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -19,14 +18,20 @@ from tieout.connectors.lake import Lake
 from tieout.connectors.ledger import PostingLedger
 from tieout.connectors.salesforce import (
     COLLECTION_SIZE,
-    ObjectShape,
-    SalesforceRecord,
     SalesforceTarget,
     describe,
 )
-from tieout.erp.plan import ApplyResult, Plan, RetryPolicy, apply_plan, make_record_plan
+from tieout.erp.plan import (
+    ApplyResult,
+    Plan,
+    RetryPolicy,
+    apply_plan,
+    make_record_plan,
+)
+from tieout.erp.plan import read_plan as read_plan_file
 from tieout.errors import ConfigError
 from tieout.reconciliation import business_days, latest_versions, read_days
+from tieout.revenue.model import ObjectShape, SalesforceRecord
 from tieout.revenue.records import Billing, build_records, field_plans
 from tieout.revenue.schedules import (
     ScheduleRow,
@@ -115,8 +120,9 @@ def plan_revenue(
     """What loading [start, end] would send; nothing is sent. `shapes` is describe's answer
     for the objects (`describe_all`), so unknown fields fail here, named."""
     sources = build_sources(settings, lake, start, end, shapes)
+    # A record is its own base: keys, statuses and hashes are all the plan needs.
     keys = [r.external_id for r in sources.records]
-    rows = ledger.rows(SYSTEM, external_ids=keys) if keys else {}
+    rows = ledger.key_states(SYSTEM, base_ids=keys) if keys else {}
     return make_record_plan(
         sources.records,
         list(rows.values()),
@@ -248,17 +254,5 @@ def plan_markdown(plan: Plan) -> str:
     return "\n".join(rows)
 
 
-def write_plan(plan: Plan, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan.to_json(), sort_keys=True) + "\n")
-    return path
-
-
 def read_plan(path: Path) -> Plan:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a readable plan file ({exc})") from None
-    if data.get("system") != SYSTEM:
-        raise ConfigError(f"{path}: a {data.get('system')} plan, not a revenue (salesforce) one")
-    return Plan.from_json(data, decode=SalesforceRecord.from_payload)
+    return read_plan_file(path, SYSTEM, decode=SalesforceRecord.from_payload)

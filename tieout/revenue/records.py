@@ -19,8 +19,8 @@ from datetime import date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from tieout.connectors.salesforce import ObjectShape, SalesforceRecord
 from tieout.money import minor_to_decimal
+from tieout.revenue.model import ObjectShape, SalesforceRecord
 from tieout.settings import SalesforceSettings
 
 INVOICE_STATUS: Final = {
@@ -59,7 +59,7 @@ def _local_date(moment: Any, tz: ZoneInfo) -> date | None:
     return None
 
 
-def _month_end(first: date) -> date:
+def month_end(first: date) -> date:
     nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
     return nxt - timedelta(days=1)
 
@@ -228,7 +228,7 @@ def build_records(
             "invoice": row["invoice_id"],
             "product": str(product.get(row["line_id"]) or row["kind"])[:255],
             "period_start": row["month"],
-            "period_end": _month_end(row["month"]),
+            "period_end": month_end(row["month"]),
             "recognized_amount": money(int(row["amount_minor"]), cur),
             "deferred_amount": money(remaining[row["schedule_id"]], cur),
             "currency": cur,
