@@ -31,6 +31,10 @@ CONFIRMED: Final = "confirmed"
 FAILED: Final = "failed"
 STATUSES: Final = (PENDING, SENT, CONFIRMED, FAILED)
 _CHUNK: Final = 500
+#: From this many keys, a lookup scans the system's rows if they are at most _SCAN_RATIO
+#: times as many (see `PostingLedger._keyed`).
+_SCAN_FROM: Final = 5_000
+_SCAN_RATIO: Final = 3
 
 
 def _metadata(schema: str | None) -> tuple[sa.MetaData, sa.Table]:
@@ -165,74 +169,92 @@ class PostingLedger(StateTables):
                 fetch(col.in_(ids[i : i + _CHUNK]))
         return dict(sorted(out.items()))
 
-    def key_states(self, system: str, *, base_ids: Iterable[str]) -> dict[str, KeyState]:
-        """The rows of these bases without their payloads, by external id."""
+    def _keyed(
+        self, system: str, columns: Sequence[Any], key: Any, ids: Iterable[str]
+    ) -> Iterator[tuple[Any, ...]]:
+        """`columns` of `system`'s rows whose `key` is one of `ids` (`key` first in each row).
+
+        Many ids against a ledger not much bigger than them (a first load, a re-run of the
+        same plan) are read in one scan of the system's rows: a million keys in chunks of
+        `IN (...)` cost seconds more than the scan. Otherwise the rows come in chunks."""
         self.ensure()
         t = self.table
-        out: dict[str, KeyState] = {}
-        ids = sorted(set(base_ids))
-        cols = (t.c.external_id, t.c.base_id, t.c.status, t.c.payload_hash)
+        wanted = sorted(set(ids))
+        if not wanted:
+            return
         with self.engine.connect() as conn:
-            for i in range(0, len(ids), _CHUNK):
-                q = sa.select(*cols).where(
-                    t.c.system == system, t.c.base_id.in_(ids[i : i + _CHUNK])
+            if len(wanted) >= _SCAN_FROM:
+                count = sa.select(sa.func.count()).select_from(t).where(t.c.system == system)
+                if conn.execute(count).scalar_one() <= _SCAN_RATIO * len(wanted):
+                    keep = set(wanted)
+                    scan = sa.select(key, *columns).where(t.c.system == system)
+                    for row in conn.execute(scan):
+                        if row[0] in keep:
+                            yield tuple(row)
+                    return
+            for i in range(0, len(wanted), _CHUNK):
+                q = sa.select(key, *columns).where(
+                    t.c.system == system, key.in_(wanted[i : i + _CHUNK])
                 )
-                for ext, base, status, digest in conn.execute(q):
-                    out[ext] = KeyState(ext, base, status, digest)
-        return out
+                for row in conn.execute(q):
+                    yield tuple(row)
+
+    def key_states(self, system: str, *, base_ids: Iterable[str]) -> dict[str, KeyState]:
+        """The rows of these bases without their payloads, by external id."""
+        t = self.table
+        cols = (t.c.external_id, t.c.status, t.c.payload_hash)
+        return {
+            ext: KeyState(ext, base, status, digest)
+            for base, ext, status, digest in self._keyed(system, cols, t.c.base_id, base_ids)
+        }
 
     def states(self, system: str, external_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
         """(status, payload_hash) by external id, for the rows that exist: what `rows` says
         about them without reading their payloads."""
-        self.ensure()
         t = self.table
-        out: dict[str, tuple[str, str]] = {}
-        ids = sorted(set(external_ids))
-        with self.engine.connect() as conn:
-            for i in range(0, len(ids), _CHUNK):
-                q = sa.select(t.c.external_id, t.c.status, t.c.payload_hash).where(
-                    t.c.system == system, t.c.external_id.in_(ids[i : i + _CHUNK])
-                )
-                for ext, status, digest in conn.execute(q):
-                    out[ext] = (status, digest)
-        return out
+        cols = (t.c.status, t.c.payload_hash)
+        return {
+            ext: (status, digest)
+            for ext, status, digest in self._keyed(system, cols, t.c.external_id, external_ids)
+        }
 
     def stage(
         self,
         system: str,
         record_type: str,
         records: Sequence[tuple[str, str, str, str, Mapping[str, Any] | str]],
-    ) -> None:
-        """Write (external_id, base_id, kind, hash, payload) as `pending` before sending.
+        existing: Mapping[str, tuple[str, str]] | None = None,
+    ) -> dict[str, tuple[str, str]]:
+        """Write (external_id, base_id, kind, hash, payload) as `pending` before sending;
+        returns each record's (status, payload_hash) as staged, as `states` would.
 
         A `confirmed` row keeps its status only if its hash is unchanged (an in-place update
         re-sends it); a `sent` row keeps its status (its outcome must be read back first).
+        `existing`: the records' `states`, when the caller read them for many stages at once.
         """
         self.ensure()
         now = _now()
-        existing = self.states(system, [r[0] for r in records])
-        inserts: list[dict[str, Any]] = []
+        if existing is None:
+            existing = self.states(system, [r[0] for r in records])
+        after: dict[str, tuple[str, str]] = {}
+        inserts: list[tuple[str, str, str, str, str]] = []
         updates: list[dict[str, Any]] = []
         for ext, base, kind, digest, payload in records:
             state = existing.get(ext)
-            text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
-            values = {
-                "record_type": record_type,
-                "base_id": base,
-                "kind": kind,
-                "payload_hash": digest,
-                "payload": text,  # a str payload is already canonical JSON (made for its hash)
-                "updated_at": now,
-            }
-            if state is None:
-                inserts.append(
-                    {"system": system, "external_id": ext, "status": PENDING, "attempts": 0,
-                     "created_at": now, **values}
-                )  # fmt: skip
-            elif state[0] == SENT or state == (CONFIRMED, digest):
+            if state is not None and (state[0] == SENT or state == (CONFIRMED, digest)):
+                after[ext] = state
                 continue
+            after[ext] = (PENDING, digest)
+            # A str payload is already canonical JSON (made for its hash).
+            text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
+            if state is None:
+                inserts.append((ext, base, kind, digest, text))
             else:
-                updates.append({"_ext": ext, "status": PENDING, "last_error": None, **values})
+                updates.append(
+                    {"_ext": ext, "status": PENDING, "last_error": None, "record_type": record_type,
+                     "base_id": base, "kind": kind, "payload_hash": digest, "payload": text,
+                     "updated_at": now}
+                )  # fmt: skip
         columns = ("system", "external_id", "record_type", "base_id", "kind", "payload_hash",
                    "payload", "status", "attempts", "created_at", "updated_at")  # fmt: skip
         with self._write() as conn:
@@ -242,11 +264,11 @@ class PostingLedger(StateTables):
                 # Fixed column names, no input: nothing to inject.
                 f"INSERT INTO {{t}} ({', '.join(columns)}) "  # noqa: S608
                 f"VALUES ({', '.join('?' * len(columns))})",
-                [(system, r["external_id"], r["record_type"], r["base_id"], r["kind"],
-                  r["payload_hash"], r["payload"], PENDING, 0, stamp, stamp)
-                 for r in inserts],
+                [(system, ext, record_type, base, kind, digest, text, PENDING, 0, stamp, stamp)
+                 for ext, base, kind, digest, text in inserts],
             )  # fmt: skip
             self._update_each(conn, system, updates)
+        return after
 
     def mark_sent(self, system: str, external_ids: Sequence[str]) -> None:
         """Just before the request leaves: from here until the answer, the outcome is unknown."""

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -30,6 +30,8 @@ from tieout.erp.journals import HeldBatch, JournalEntry, adjustment, problems, s
 from tieout.errors import ConfigError, InputDataError, RetryableError
 
 ACTIONS: Final = ("create", "retry", "update", "adjust")
+#: Records staged in the ledger at a time while earlier requests are under way.
+STAGE_WINDOW: Final = 20_000
 
 
 class Outcome(Protocol):
@@ -407,27 +409,13 @@ def apply_plan(
     todo = [p.entry for p in plan.entries]
     if not todo:
         return result
-    hashes = [e.payload_hash() for e in todo]  # once per entry: it serializes the payload
-    ledger.stage(
-        target.system,
-        target.record_type,
-        [
-            (e.external_id, e.base, e.kind, h, getattr(e, "payload_text", None) or e.payload())
-            for e, h in zip(todo, hashes, strict=True)
-        ],
-    )
-    states = ledger.states(target.system, [e.external_id for e in todo])
-    send = []
-    for e, digest in zip(todo, hashes, strict=True):
-        if states.get(e.external_id) == (CONFIRMED, digest):
-            result.skipped.append(e.external_id)
-        else:
-            send.append(e)
     if batcher is not None:
-        batches = batcher(send)
+        batches = batcher(todo)
     else:
-        batches = [send[i : i + batch_size] for i in range(0, len(send), batch_size)]
-    say(f"posting {len(send)} record(s) in {len(batches)} request(s), {concurrency} at a time")
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    say(f"posting {len(todo)} record(s) in {len(batches)} request(s), {concurrency} at a time")
+    # Read once for every window below: only this run stages these records.
+    before = ledger.states(target.system, [e.external_id for e in todo])
     lock = threading.Lock()
 
     def run(index: int, batch: list[Any]) -> None:
@@ -488,13 +476,49 @@ def apply_plan(
                 sleep(policy.delay(attempt, rng))
             pending = again
 
+    def stage(group: list[list[Any]]) -> list[list[Any]]:
+        """Write the group's records `pending` (see `PostingLedger.stage`); its batches less
+        the records already confirmed with the same content."""
+        entries = [e for batch in group for e in batch]
+        states = ledger.stage(
+            target.system,
+            target.record_type,
+            [(e.external_id, e.base, e.kind, e.payload_hash(),
+              getattr(e, "payload_text", None) or e.payload()) for e in entries],
+            existing=before,
+        )  # fmt: skip
+        out = []
+        for batch in group:
+            send = []
+            for e in batch:
+                if states.get(e.external_id) == (CONFIRMED, e.payload_hash()):
+                    result.skipped.append(e.external_id)
+                else:
+                    send.append(e)
+            if send:
+                out.append(send)
+        return out
+
+    # Staged a window at a time, each window's requests leaving while the next is staged: a
+    # record is always `pending` in the ledger before it is sent, and the target works while
+    # tieout stages (a million records stage in seconds).
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = [pool.submit(run, i, b) for i, b in enumerate(batches)]
+        futures: list[Future[None]] = []
+        group: list[list[Any]] = []
+        for index, batch in enumerate(batches):
+            group.append(batch)
+            if sum(map(len, group)) >= STAGE_WINDOW or index == len(batches) - 1:
+                for send in stage(group):
+                    futures.append(pool.submit(run, len(futures), send))
+                group = []
         for n, f in enumerate(futures, start=1):
             f.result()
             if n % 10 == 0 or n == len(futures):
                 say(f"  {n}/{len(futures)} request(s) answered")
+    if result.skipped:
+        say(f"  {len(result.skipped)} record(s) already confirmed with this content: not sent")
     result.confirmed.sort()
+    result.skipped.sort()
     return result
 
 

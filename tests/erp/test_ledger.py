@@ -1,0 +1,99 @@
+"""The posting ledger's key lookups and staging, on SQLite and PostgreSQL: a lookup of many
+keys scans the system's rows when they are not many more than the keys, and chunks `IN (...)`
+otherwise; both must give what reading every row gives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tieout.connectors import ledger as ledger_module
+from tieout.connectors.ledger import CONFIRMED, PENDING, SENT, PostingLedger
+
+N = 16_000  # above the scan threshold, and over 3x it
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PostingLedger]:
+    if request.param == "sqlite":
+        led = PostingLedger(f"sqlite:///{tmp_path / 'state.db'}", None)
+    else:
+        url = request.getfixturevalue("pg_url")
+        led = PostingLedger(url, request.getfixturevalue("pg_schema"))
+    yield led
+    led.dispose()
+
+
+def _stage(led: PostingLedger, system: str, n: int, prefix: str = "r") -> None:
+    led.stage(
+        system,
+        "Thing",
+        [(f"{prefix}{i:05d}", f"b{i // 3:05d}", "k", f"h{i}", f'{{"i":{i}}}') for i in range(n)],
+    )
+
+
+def test_lookups_agree_whichever_path_they_take(ledger: PostingLedger) -> None:
+    _stage(ledger, "salesforce", N)
+    _stage(ledger, "netsuite", 50)  # another system's rows never leak into the answers
+    ledger.mark_confirmed("salesforce", {f"r{i:05d}": f"id{i}" for i in range(0, N, 2)})
+    every = ledger.rows("salesforce")
+    assert len(every) == N
+
+    def expected(ids: list[str]) -> dict[str, tuple[str, str]]:
+        return {x: (every[x].status, every[x].payload_hash) for x in ids if x in every}
+
+    # All keys plus unknown ones: one scan (the system has no more rows than the keys).
+    wanted = [f"r{i:05d}" for i in range(N)] + [f"zz{i}" for i in range(100)]
+    assert ledger.states("salesforce", wanted) == expected(wanted)
+    # Fewer keys than the threshold: chunked lookups.
+    some = [f"r{i:05d}" for i in range(0, N, 10)]
+    assert ledger.states("salesforce", some) == expected(some)
+    assert ledger.states("salesforce", ["r00007", "nope"]) == expected(["r00007"])
+    # Many keys, but the system has over 3x as many rows: chunked; just under: one scan.
+    for n in (5_000, 6_000):
+        part = [f"r{i:05d}" for i in range(1, N, N // n)][:n]
+        assert ledger.states("salesforce", part) == expected(part)
+
+    bases = sorted({every[x].base_id for x in every})
+    states = ledger.key_states("salesforce", base_ids=bases)
+    assert {x: (s.base_id, s.status, s.payload_hash) for x, s in states.items()} == {
+        x: (r.base_id, r.status, r.payload_hash) for x, r in every.items()
+    }
+    few = ledger.key_states("salesforce", base_ids=["b00001"])
+    assert sorted(few) == ["r00003", "r00004", "r00005"]
+    assert ledger.key_states("netsuite", base_ids=bases[:10])  # its own rows, by its bases
+    assert ledger.states("netsuite", wanted[:N]) == {
+        f"r{i:05d}": (PENDING, f"h{i}") for i in range(50)
+    }
+
+
+def test_the_thresholds_are_the_ones_the_test_above_crosses() -> None:
+    assert ledger_module._SCAN_FROM <= 5_000
+    assert 5_000 * ledger_module._SCAN_RATIO < N <= 6_000 * ledger_module._SCAN_RATIO
+
+
+def test_stage_reports_what_it_left_and_what_it_wrote(ledger: PostingLedger) -> None:
+    _stage(ledger, "salesforce", 4)
+    ledger.mark_confirmed("salesforce", {"r00000": "id0", "r00001": "id1"})
+    ledger.mark_sent("salesforce", ["r00002"])
+    after = ledger.stage(
+        "salesforce",
+        "Thing",
+        [
+            ("r00000", "b00000", "k", "h0", "{}"),  # confirmed, same content: kept
+            ("r00001", "b00000", "k", "CHANGED", "{}"),  # confirmed, new content: pending
+            ("r00002", "b00000", "k", "CHANGED", "{}"),  # sent: kept until read back
+            ("r00003", "b00001", "k", "h3", "{}"),  # pending: rewritten
+            ("r00009", "b00003", "k", "h9", "{}"),  # new
+        ],
+    )
+    assert after == {
+        "r00000": (CONFIRMED, "h0"),
+        "r00001": (PENDING, "CHANGED"),
+        "r00002": (SENT, "h2"),
+        "r00003": (PENDING, "h3"),
+        "r00009": (PENDING, "h9"),
+    }
+    assert after == ledger.states("salesforce", list(after))
