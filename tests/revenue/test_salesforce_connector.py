@@ -99,3 +99,32 @@ def test_a_ca_bundle_that_is_not_there_is_named(tmp_path: Path) -> None:
     settings = sf_settings(tmp_path, ca_bundle="missing-ca.pem")
     with pytest.raises(ConfigError, match=r"missing-ca\.pem"):
         make_client(settings, tmp_path)
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["collections", "bulk"])
+def test_an_emptied_value_clears_the_field_whichever_path_loads_it(
+    tmp_path: Path, sandbox: SalesforceSandbox, monkeypatch: pytest.MonkeyPatch, bulk: bool
+) -> None:
+    """Bulk CSV leaves a field alone on an empty cell; tieout sends `#N/A` (null) instead, so
+    a value billing no longer has is cleared as sObject Collections' JSON null clears it."""
+    creds = sandbox.credentials
+    monkeypatch.setenv("SALESFORCE_USERNAME", creds.username)
+    monkeypatch.setenv("SALESFORCE_PASSWORD", creds.password)
+    monkeypatch.setenv("SALESFORCE_SECURITY_TOKEN", creds.security_token)
+    settings = sf_settings(
+        tmp_path, domain=sandbox.login_domain, ca_bundle=sandbox.ca_bundle, bulk_poll_seconds=0.05
+    )
+    objects = frozenset({"Tieout_Revenue_Schedule__c"}) if bulk else frozenset()
+    target = SalesforceTarget(settings, base_dir=tmp_path, bulk_objects=objects)
+    first = [record(0, "plan"), record(1, "plan")]
+    assert all(o.ok for o in target.upsert(first).values())
+    emptied = SalesforceRecord(
+        "schedules", "Tieout_Revenue_Schedule__c", "Tieout_External_Id__c", "rs-00000",
+        {"Tieout_Product__c": "", "Tieout_Recognized_Amount__c": "7.25", "CurrencyIsoCode": "USD"},
+    )  # fmt: skip
+    assert all(o.ok for o in target.upsert([emptied, record(1, "plan")]).values())
+    loaded = sandbox.records("Tieout_Revenue_Schedule__c", "Tieout_External_Id__c")
+    assert loaded["rs-00000"].get("Tieout_Product__c") is None
+    assert str(loaded["rs-00000"]["Tieout_Recognized_Amount__c"]) == "7.25"
+    assert loaded["rs-00001"]["Tieout_Product__c"] == "plan"
+    assert target.bulk_jobs == (2 if bulk else 0)

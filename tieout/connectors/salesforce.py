@@ -28,6 +28,8 @@ from tieout.revenue.model import ObjectShape, SalesforceRecord
 from tieout.settings import SalesforceSettings, resolve_env
 
 COLLECTION_SIZE: Final = 200
+#: What a Bulk API CSV cell says to set a field to null (an empty cell changes nothing).
+NULL: Final = "#N/A"
 #: Per-record error codes worth another try (the rest are terminal for that record).
 RETRYABLE_RECORD_CODES: Final = frozenset(
     {"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION"}
@@ -171,20 +173,29 @@ def _record_error(code: str, message: str, fields: Sequence[str] = ()) -> Record
 
 def to_csv(records: Sequence[SalesforceRecord]) -> tuple[list[str], str]:
     """Bulk CSV of records of one object: the external id first, then every field any of them
-    sets (a record without a value sends #N/A only where Salesforce needs it: never here)."""
+    sets. An empty value is sent as `#N/A`, Bulk API's null: an empty cell would leave the
+    field as it was, where sObject Collections (JSON null) clears it; a record loads the same
+    whichever path it takes. A field the record does not set at all, or a parent reference
+    (`Rel__r.Ext__c`) left empty, is an empty cell: left as it is."""
     columns = sorted({name for r in records for name in r.values})
     ext = records[0].external_id_field
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([ext, *columns])
     getters = [operator.itemgetter(c) for c in columns]
+    nullable = [i for i, c in enumerate(columns, start=1) if "." not in c]
     rows = []
     for r in records:
         values = r.values
         try:
-            rows.append([r.key, *[g(values) for g in getters]])
+            row: list[str | None] = [r.key, *[g(values) for g in getters]]
         except KeyError:
-            rows.append([r.key, *(values.get(c, "") for c in columns)])
+            row = [r.key, *(values.get(c) for c in columns)]
+        if "" in row:
+            for i in nullable:
+                if row[i] == "":
+                    row[i] = NULL
+        rows.append(row)  # None (not set) is written as an empty cell
     writer.writerows(rows)
     return [ext, *columns], buf.getvalue()
 
