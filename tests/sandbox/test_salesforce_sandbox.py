@@ -490,6 +490,92 @@ def test_bulk_row_errors_fail_only_their_rows(
     assert errors[2].startswith("STRING_TOO_LONG:Invoice Number: data value too large")
 
 
+def test_a_parent_key_matching_several_records_fails_the_child_on_both_paths(
+    sf: Salesforce, sf_sandbox: SalesforceSandbox
+) -> None:
+    """Naming the parent by an ambiguous external id is DUPLICATE_EXTERNAL_ID for the child
+    (not "not found"); children naming a unique parent still load."""
+    ids = sf_sandbox.seed(
+        "Account",
+        [
+            {"Name": "Acme", "Tieout_Customer_Id__c": "C-1"},
+            {"Name": "Acme (dup)", "Tieout_Customer_Id__c": "C-1"},
+            {"Name": "Other", "Tieout_Customer_Id__c": "C-2"},
+        ],
+    )
+    message = (
+        f"Tieout Customer Id: more than one record found for external id field: "
+        f"[{ids[0]}, {ids[1]}]"
+    )
+
+    results = upsert_invoices(
+        sf,
+        [
+            invoice("INV-1", Tieout_Account__r={"Tieout_Customer_Id__c": "C-1"}),
+            invoice("INV-2", Tieout_Account__r={"Tieout_Customer_Id__c": "C-2"}),
+        ],
+    )
+    assert results[0]["success"] is False
+    assert results[0]["errors"] == [
+        {"statusCode": "DUPLICATE_EXTERNAL_ID", "message": message, "fields": ["Tieout_Account__c"]}
+    ]
+    assert results[1]["success"] is True
+
+    records = [
+        {EXT: "PAY-1", "Tieout_Account__r.Tieout_Customer_Id__c": "C-1", "Tieout_Amount__c": "5"},
+        {EXT: "PAY-2", "Tieout_Account__r.Tieout_Customer_Id__c": "C-2", "Tieout_Amount__c": "6"},
+    ]
+    [result] = sf.bulk2.Tieout_Payment__c.upsert(records=records, external_id_field=EXT, wait=0)
+    failed = parse_csv(sf.bulk2.Tieout_Payment__c.get_failed_records(result["job_id"]))
+    assert [(row[EXT], row["sf__Error"]) for row in failed] == [
+        ("PAY-1", f"DUPLICATE_EXTERNAL_ID:{message}:Tieout_Account__c --")
+    ]
+
+    assert set(sf_sandbox.records(INVOICE)) == {"INV-2"}
+    assert set(sf_sandbox.records("Tieout_Payment__c")) == {"PAY-2"}
+    assert sf_sandbox.records("Tieout_Payment__c")["PAY-2"]["Tieout_Account__c"] == ids[2]
+
+
+def test_bulk_empty_cell_leaves_a_field_and_na_clears_it(
+    sf: Salesforce, sf_sandbox: SalesforceSandbox
+) -> None:
+    first = [
+        {EXT: "INV-1", "Tieout_Invoice_Number__c": "N-1", "Tieout_Amount__c": "5",
+         "Tieout_Due_Date__c": "2024-02-14", "Tieout_Status__c": "Open"},
+        {EXT: "INV-2", "Tieout_Invoice_Number__c": "N-2", "Tieout_Amount__c": "6",
+         "Tieout_Due_Date__c": "2024-02-15", "Tieout_Status__c": "Open"},
+    ]  # fmt: skip
+    sf.bulk2.Tieout_Invoice__c.upsert(records=first, external_id_field=EXT, wait=0)
+
+    second = [
+        {EXT: "INV-1", "Tieout_Invoice_Number__c": "", "Tieout_Amount__c": "#N/A",
+         "Tieout_Due_Date__c": "", "Tieout_Status__c": "Paid"},
+        {EXT: "INV-2", "Tieout_Invoice_Number__c": "#N/A", "Tieout_Amount__c": "",
+         "Tieout_Due_Date__c": "#N/A", "Tieout_Status__c": "Paid"},
+        {EXT: "INV-3", "Tieout_Invoice_Number__c": "", "Tieout_Amount__c": "#N/A",
+         "Tieout_Due_Date__c": "2024-03-01", "Tieout_Status__c": "Draft"},
+    ]  # fmt: skip
+    [result] = sf.bulk2.Tieout_Invoice__c.upsert(records=second, external_id_field=EXT, wait=0)
+    assert result["numberRecordsFailed"] == 0
+
+    stored = sf_sandbox.records(INVOICE)
+    one, two, three = stored["INV-1"], stored["INV-2"], stored["INV-3"]
+    # Empty cells left the old values; #N/A cleared them; the other columns were written.
+    assert (one["Tieout_Invoice_Number__c"], one["Tieout_Due_Date__c"].isoformat()) == (
+        "N-1",
+        "2024-02-14",
+    )
+    assert one.get("Tieout_Amount__c") is None
+    assert two["Tieout_Amount__c"] == Decimal("6.00")
+    assert two.get("Tieout_Invoice_Number__c") is None
+    assert two.get("Tieout_Due_Date__c") is None
+    assert (one["Tieout_Status__c"], two["Tieout_Status__c"]) == ("Paid", "Paid")
+    # On insert both leave the field unset.
+    assert three.get("Tieout_Invoice_Number__c") is None
+    assert three.get("Tieout_Amount__c") is None
+    assert three["Tieout_Status__c"] == "Draft"
+
+
 def test_bulk_half_failed_job_lists_the_failed_rows(
     sf: Salesforce, sf_sandbox: SalesforceSandbox
 ) -> None:
@@ -593,6 +679,23 @@ def test_login_outage_is_an_authentication_failure(sf_sandbox: SalesforceSandbox
         sandbox_client(sf_sandbox, "oauth_password")
     assert exc.value.code == 503
     assert sandbox_client(sf_sandbox, "oauth_password").Account.describe()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        FaultKind.REQUEST_LIMIT_EXCEEDED,
+        FaultKind.SESSION_EXPIRED,
+        FaultKind.BULK_PARTIAL_FAILURE,
+        FaultKind.BULK_UNPROCESSED,
+    ],
+)
+def test_a_login_fault_that_could_never_fire_is_refused(
+    sf_sandbox: SalesforceSandbox, kind: FaultKind
+) -> None:
+    with pytest.raises(ValueError, match=r"at login|job processing"):
+        sf_sandbox.inject(kind, operation=Operation.LOGIN)
+    assert sf_sandbox.faults.active() == []
 
 
 def test_expired_session_raises_then_a_new_login_works(sf_sandbox: SalesforceSandbox) -> None:

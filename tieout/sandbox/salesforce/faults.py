@@ -93,6 +93,10 @@ class FaultRegistry:
             raise ValueError("times must be >= 1 (or None for 'until cleared')")
         if fault.kind in BULK_KINDS and fault.operation is not None:
             raise ValueError("Bulk job faults apply to job processing; filter them by sobject")
+        if fault.operation is Operation.LOGIN and fault.kind in _NOT_AT_LOGIN:
+            # It could never fire (there is no session yet): refuse it rather than let a
+            # test pass without the fault it thinks it armed.
+            raise ValueError(f"{fault.kind} cannot happen at login (only 503s and latency)")
         if fault.every < 2:
             raise ValueError("every must be >= 2 (every=2 fails every other row)")
         if not 0.0 <= fault.processed_fraction < 1.0:

@@ -126,10 +126,13 @@ class ObjectStore:
                 f"in entity {parent.meta.name}",
                 [relationship.name],
             )
+        # An ambiguous parent key is the same DUPLICATE_EXTERNAL_ID ("a user-specified
+        # external ID matches more than one record") as an ambiguous record key, naming the
+        # parent's field and the records it matched; ``fields`` is the child's lookup.
+        label = parent.meta.fields[parent_key].display_label
         raise RecordError(
-            "INVALID_FIELD",
-            f"More than 1 record found for external id field: {parent_key} = {value} "
-            f"in entity {parent.meta.name}",
+            "DUPLICATE_EXTERNAL_ID",
+            f"{label}: more than one record found for external id field: [{', '.join(ids)}]",
             [relationship.name],
         )
 
