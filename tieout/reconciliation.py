@@ -25,7 +25,13 @@ from tieout.connectors.exception_store import ExceptionStore
 from tieout.connectors.lake import Lake
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
 from tieout.connectors.storage import Storage
-from tieout.reconcile.engine import EngineConfig, FeeSchedule, ReconResult, reconcile
+from tieout.reconcile.engine import (
+    EngineConfig,
+    FeeSchedule,
+    ReconResult,
+    lake_schema,
+    reconcile,
+)
 from tieout.reconcile.model import ReconException
 from tieout.reports import write_reports
 from tieout.schema import TABLES
@@ -147,8 +153,9 @@ def _write_partitions(lake: Lake, result: ReconResult, start: date, end: date) -
     for dataset, (attr, order) in RECON_TABLES.items():
         table: pa.Table = getattr(result, attr)
         days = table.column("day")
+        plain = lake_schema(table.schema)
         for day in business_days(start, end):
-            part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+            part = table.filter(pc.equal(days, pa.scalar(day, pa.date32()))).cast(plain)
             lake.write(dataset, day.isoformat(), part.sort_by([(c, "ascending") for c in order]))
 
 

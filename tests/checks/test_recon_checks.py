@@ -212,7 +212,9 @@ def test_row_in_two_buckets_fails_conservation(good: ReconResult) -> None:
     pb = good.payment_buckets
     twice = pb.filter(pc.equal(pb.column("payment_id"), "p001"))
     twice = twice.set_column(
-        twice.schema.get_field_index("bucket"), "bucket", pa.array(["pending"], pa.string())
+        twice.schema.get_field_index("bucket"),
+        "bucket",
+        pa.array(["pending"], pa.string()).cast(pb.schema.field("bucket").type),
     )
     lb = good.line_buckets.sort_by("line_id")
     broken = dataclasses.replace(
@@ -237,7 +239,9 @@ def test_row_without_bucket_fails_conservation(good: ReconResult) -> None:
     broken = dataclasses.replace(
         good,
         payment_buckets=pb.set_column(
-            i, "bucket", pa.array([None, "matched", "settled"], pa.string())
+            i,
+            "bucket",
+            pa.array([None, "matched", "settled"], pa.string()).cast(pb.schema.field(i).type),
         ),
     )
     r = by_name(reconciliation_checks(broken))[CONSERVATION]

@@ -78,7 +78,8 @@ def _outside_buckets(table: pa.Table, key: str) -> tuple[int, list[str]]:
     if table.num_rows == 0:
         return 0, []
     bucket = table.column("bucket")
-    known = pc.fill_null(pc.is_in(bucket, value_set=pa.array(BUCKETS, bucket.type)), False)
+    text = pa.string() if pa.types.is_dictionary(bucket.type) else bucket.type
+    known = pc.fill_null(pc.is_in(bucket, value_set=pa.array(BUCKETS, text)), False)
     bad = table.filter(pc.invert(known))
     if bad.num_rows == 0:
         return 0, []

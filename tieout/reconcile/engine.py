@@ -253,19 +253,23 @@ SELECT _rn, exp, tolerance FROM (
 WHERE abs(fee_minor - exp) > tolerance
 """
 
+#: Low-cardinality text (gateway, currency, kind, status, bucket, rule) is dictionary-encoded
+#: in the result tables: at 10M rows plain strings cost over a gigabyte more, and copying them
+#: is most of building the tables. `lake_schema` gives the plain-string form the lake keeps.
+LABEL: Final = pa.dictionary(pa.int16(), pa.string())
 PAYMENT_BUCKETS: Final = pa.schema(
-    [("payment_id", pa.string()), ("gateway", pa.string()), ("currency", pa.string()),
-     ("kind", pa.string()), ("status", pa.string()), ("amount_minor", pa.int64()),
-     ("day", pa.date32()), ("bucket", pa.string()), ("rule", pa.string())]
+    [("payment_id", pa.string()), ("gateway", LABEL), ("currency", LABEL),
+     ("kind", LABEL), ("status", LABEL), ("amount_minor", pa.int64()),
+     ("day", pa.date32()), ("bucket", LABEL), ("rule", LABEL)]
 )  # fmt: skip
 LINE_BUCKETS: Final = pa.schema(
-    [("line_id", pa.string()), ("gateway", pa.string()), ("currency", pa.string()),
-     ("category", pa.string()), ("gross_minor", pa.int64()), ("day", pa.date32()),
-     ("bucket", pa.string())]
+    [("line_id", pa.string()), ("gateway", LABEL), ("currency", LABEL),
+     ("category", LABEL), ("gross_minor", pa.int64()), ("day", pa.date32()),
+     ("bucket", LABEL)]
 )  # fmt: skip
 MATCHES: Final = pa.schema(
-    [("payment_id", pa.string()), ("line_id", pa.string()), ("gateway", pa.string()),
-     ("rule", pa.string()), ("day", pa.date32())]
+    [("payment_id", pa.string()), ("line_id", pa.string()), ("gateway", LABEL),
+     ("rule", LABEL), ("day", pa.date32())]
 )  # fmt: skip
 #: Kind codes (positions in PAYMENT_KINDS, from 1) of the kinds that take money back.
 NEGATIVE_KINDS: Final = (2, 3)
@@ -336,9 +340,31 @@ def _string_column(values: pa.ChunkedArray) -> pa.ChunkedArray:
     return values if values.type == pa.string() else values.cast(pa.string())
 
 
-def _strings(names: Sequence[str | None], codes: np.ndarray) -> pa.Array:
-    """Codes into `names` as a string column (None: null)."""
-    return pc.take(pa.array(names, pa.string()), pa.array(codes))
+def _strings(names: Sequence[str | None], codes: np.ndarray) -> pa.DictionaryArray:
+    """Codes into `names` as a dictionary column (a None name: null)."""
+    nulls = [i for i, name in enumerate(names) if name is None]
+    indices = pa.array(
+        codes.astype(np.int16), mask=np.isin(codes, nulls) if nulls else None, type=pa.int16()
+    )
+    return pa.DictionaryArray.from_arrays(
+        indices, pa.array(["" if n is None else n for n in names], pa.string())
+    )
+
+
+def _labels(values: pa.ChunkedArray, mask: pa.Array | None) -> pa.ChunkedArray:
+    """A low-cardinality text column dictionary-encoded (then filtered: only the indices
+    move, not the text)."""
+    encoded = pc.dictionary_encode(values)
+    if mask is not None:
+        encoded = encoded.filter(mask)
+    return encoded.cast(LABEL)
+
+
+def lake_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with its dictionary columns as plain strings: what the lake's files hold."""
+    return pa.schema(
+        [pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f for f in schema]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1219,23 +1245,27 @@ class _Engine:
         """Drop what only the passes and the totals needed, before the tables are built."""
         self.con.close()
         for name in (
-            "p_gw", "p_cur", "p_kind", "p_ok", "p_pending", "p_status", "p_in", "l_gw",
-            "l_cur", "l_pcur", "l_kind", "l_gross", "l_gross_ok", "l_pamt", "l_pamt_ok",
-            "l_day", "l_in", "l_v", "l_prn", "batch_rns", "batch_bucket",
+            "p_kind", "p_ok", "p_pending", "p_status", "p_in", "l_pcur", "l_kind", "l_gross",
+            "l_gross_ok", "l_pamt", "l_pamt_ok", "l_day", "l_in", "l_v", "l_prn", "batch_rns",
+            "batch_bucket",
         ):  # fmt: skip
             delattr(self, name)
 
     def bucket_tables(self) -> tuple[pa.Table, pa.Table]:
         """The buckets as tables: one row per in-scope payment and line with a bucket."""
         keep = self.p_bucket > 0
-        mask = pa.array(keep)
+        mask = None if keep.all() else pa.array(keep)
         amount = pa.array(self.p_amt[keep], mask=~self.p_amt_ok[keep])
-        pid, gw, cur, kind, status, day = _filtered(
-            self.pay_in, ("payment_id", "gateway", "currency", "kind", "status", "day"), mask
-        )
+        pay = self.pay_in
+        pid = pay.column("payment_id") if mask is None else pay.column("payment_id").filter(mask)
+        day = pay.column("day") if mask is None else pay.column("day").filter(mask)
         pays = pa.table(
             [
-                *map(_string_column, (pid, gw, cur, kind, status)),
+                _string_column(pid),
+                _strings(self.gws, self.p_gw[keep]),
+                _strings(self.curs, self.p_cur[keep]),
+                _labels(pay.column("kind"), mask),
+                _labels(pay.column("status"), mask),
                 amount,
                 day,
                 _strings(BUCKETS, self.p_bucket[keep]),
@@ -1244,13 +1274,18 @@ class _Engine:
             schema=PAYMENT_BUCKETS,
         )
         keep = self.l_bucket > 0
-        mask = pa.array(keep)
-        lid, gw, cur, category, gross, day = _filtered(
-            self.line_in, ("line_id", "gateway", "currency", "category", "gross_minor", "day"), mask
+        mask = None if keep.all() else pa.array(keep)
+        ln = self.line_in
+        lid, gross, day = (
+            ln.column(c) if mask is None else ln.column(c).filter(mask)
+            for c in ("line_id", "gross_minor", "day")
         )
         lns = pa.table(
             [
-                *map(_string_column, (lid, gw, cur, category)),
+                _string_column(lid),
+                _strings(self.gws, self.l_gw[keep]),
+                _strings(self.curs, self.l_cur[keep]),
+                _labels(ln.column("category"), mask),
                 gross.cast(pa.int64()),
                 day,
                 _strings(BUCKETS, self.l_bucket[keep]),
@@ -1339,13 +1374,13 @@ class _Engine:
         n = int(keep.sum())
         with ThreadPoolExecutor(max_workers=2) as pool:
             lid = pool.submit(self.line_in.column("line_id").take, pa.array(self.p_lrn[keep]))
-            pid, gw, day = _filtered(self.pay_in, ("payment_id", "gateway", "day"), mask)
+            pid, day = _filtered(self.pay_in, ("payment_id", "day"), mask)
             line_id = lid.result()
         by_ref = pa.table(
             [
                 _string_column(pid),
                 _string_column(line_id),
-                _string_column(gw),
+                _strings(self.gws, self.p_gw[keep]),
                 _strings(["reference"], np.zeros(n, dtype=np.int8)),
                 day,
             ],
