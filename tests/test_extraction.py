@@ -471,3 +471,36 @@ def test_money_in_the_lake_is_int64(source: Source, tmp_path: Path) -> None:
                 assert by_key[row[key]][col] == row[col]
     counts = Counter(r["currency"] for r in data.payments)
     assert len(counts) > 1  # several currencies, so per-currency totals mean something
+
+
+@pytest.mark.parametrize(
+    "arrow_type",
+    [
+        pa.timestamp("us", tz="UTC"),
+        pa.timestamp("ns", tz="America/New_York"),
+        pa.timestamp("ms", tz="Asia/Tokyo"),
+        pa.timestamp("us"),  # naive: UTC
+    ],
+)
+def test_utc_business_days_agree_with_the_time_zone_database(arrow_type: pa.DataType) -> None:
+    """UTC days take a plain cast (10x faster at 10M rows); it must give the days the time
+    zone database gives, whatever zone and unit the timestamps carry, nulls kept."""
+    import pyarrow.compute as pc
+
+    from tieout.canonical import local_days
+
+    base = datetime(2026, 3, 28, 22, 59, 59, 999_000, tzinfo=UTC)
+    moments = [base + timedelta(minutes=m) for m in range(0, 3_000, 7)]
+    values = [int(m.timestamp() * 1_000_000) for m in moments]
+    window = pa.chunked_array([pa.array([*values, None], pa.int64()).cast(pa.timestamp("us"))])
+    window = window.cast(pa.timestamp("us", tz="UTC")) if arrow_type.tz else window
+    window = window.cast(arrow_type)
+    slow = pc.cast(pc.local_timestamp(pc.cast(window, pa.timestamp("us", tz="UTC"))), pa.date32())
+    for zone in ("UTC", "Etc/UTC", "GMT"):
+        assert local_days(window, zone).to_pylist() == slow.to_pylist()
+    assert local_days(window, "UTC").to_pylist()[:3] == [date(2026, 3, 28)] * 3
+    assert date(2026, 3, 29) in local_days(window, "UTC").to_pylist()
+    assert local_days(window, "UTC").to_pylist()[-1] is None
+    # Another zone still goes through the database: Berlin is an hour or two ahead.
+    assert local_days(window, "Europe/Berlin").to_pylist()[0] == date(2026, 3, 28)
+    assert local_days(window, "Europe/Berlin").to_pylist()[1] == date(2026, 3, 29)

@@ -254,8 +254,13 @@ def day_windows(days: list[date], timezone: str) -> list[tuple[date, datetime, d
     return out
 
 
+_UTC: Final = frozenset({"UTC", "Etc/UTC", "Etc/GMT", "GMT", "Zulu", "Etc/Zulu"})
+
+
 def local_days(window: pa.ChunkedArray, timezone: str) -> pa.ChunkedArray:
     """The business day (in the finance time zone) each row's window timestamp falls on."""
+    if timezone in _UTC:  # Arrow keeps UTC instants; the time zone database is 10x slower
+        return pc.cast(pc.cast(window, pa.timestamp("us")), pa.date32())
     local = pc.local_timestamp(pc.cast(window, pa.timestamp("us", tz=timezone)))
     return pc.cast(local, pa.date32())
 
