@@ -12,7 +12,9 @@ The sandbox runs in a separate process by default (`--no-sandbox-process` runs i
 of this one): a real NetSuite account is another machine, so the sandbox's own CPU work
 (parsing, validating, answering) should not share the poster's interpreter and GIL.
 
-Only the apply (posting) phase is timed; the plan time is reported too. At the end the
+Only the apply (posting) phase is timed; the plan time is reported too. Afterwards it measures
+zeep's own CPU for one request (rendering the upsertList, parsing the answer) and prints the
+ceiling that alone puts on one posting interpreter. At the end the
 sandbox must hold exactly --entries journal entries and every ledger row must be confirmed,
 or the benchmark fails. The last line is
 
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tieout.connectors.ledger import CONFIRMED, PostingLedger
-from tieout.connectors.netsuite import NetSuiteTarget
+from tieout.connectors.netsuite import NetSuiteTarget, journal_record
 from tieout.demo_erp import DEMO_ACCOUNTS, DEMO_BANKS, seed_suspense
 from tieout.erp.journals import JournalEntry, JournalLine
 from tieout.erp.plan import make_plan
@@ -203,6 +205,35 @@ def make_settings(tmp: Path, info: SandboxInfo, concurrency: int, batch_size: in
     return settings_from_mapping(data, tmp, "benchmark")
 
 
+# ------------------------------------------------------------------------------ zeep's share
+
+
+def zeep_share(target: NetSuiteTarget, batch: list[JournalEntry], currencies: Any) -> tuple[
+    float, float
+]:  # fmt: skip
+    """CPU milliseconds zeep itself spends on one upsertList of `batch`: rendering the request
+    (from the records tieout builds) and parsing the answer into objects. It bounds the
+    throughput of one posting interpreter whatever tieout and the sandbox do."""
+    client = target._client()
+    zeep_client, proxy = client._client, client._service_proxy
+    binding = proxy._binding
+    records = [journal_record(client, e, currencies) for e in batch]
+    with zeep_client.settings(raw_response=True):  # one real answer to parse (an update)
+        answer = client.request("upsertList", record=records)
+    rounds = 5
+    t = time.process_time()
+    for _ in range(rounds):
+        zeep_client.create_message(
+            proxy, "upsertList", record=records, _soapheaders=client._build_soap_headers()
+        )
+    render = (time.process_time() - t) / rounds
+    t = time.process_time()
+    for _ in range(rounds):
+        binding.process_reply(zeep_client, binding.get("upsertList"), answer)
+    parse = (time.process_time() - t) / rounds
+    return render * 1000, parse * 1000
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -286,6 +317,12 @@ def main() -> int:
               f"request(s), max {stats['max_concurrent']} concurrent, faults "
               f"{stats['faults'] or 'none'}, record errors {stats['record_errors']}")  # fmt: skip
         print(f"  ledger: {dict(statuses)}")
+        render_ms, parse_ms = zeep_share(target, entries[:size], ns.currencies)
+        zeep_s = result.requests * (render_ms + parse_ms) / 1000
+        print(f"  zeep alone, per request of {size}: render {render_ms:.0f} ms + parse "
+              f"{parse_ms:.0f} ms of CPU; {result.requests} request(s) need {zeep_s:.2f} s of "
+              f"one interpreter (ideal apply {n / limit:.2f} s): ceiling from zeep alone "
+              f"{min(1.0, n / limit / zeep_s):.2f}")  # fmt: skip
         problems = []
         if stats["journal_entries"] != n:
             problems.append(f"the sandbox holds {stats['journal_entries']} entries, not {n}")
