@@ -218,21 +218,29 @@ ORDER BY gateway, batch_id, currency
 #: notes (`inv_part`: each payment's part, see `invoice_checks`).
 INVOICE_SQL: Final = """
 WITH paid AS (
-    SELECT invoice_id, sum(rec)::BIGINT AS received, max(sday) AS last_day,
-           bool_or(touched) AS touched, min(grank) AS grank
+    SELECT invoice_id, sum(rec)::BIGINT AS received
     FROM inv_part WHERE keep AND invoice_id IS NOT NULL GROUP BY invoice_id),
 credit AS (SELECT invoice_id, sum(amount_minor)::BIGINT AS credited
-           FROM cn GROUP BY invoice_id)
-SELECT * FROM (
-    SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
-           coalesce(credit.credited, 0) AS credited, paid.received, paid.last_day, paid.grank
-    FROM inv JOIN paid USING (invoice_id)
-    LEFT JOIN credit USING (invoice_id)
-    WHERE paid.touched)
-WHERE (status = 'paid' AND received <> total_minor - credited)
-    OR (status IN ('void', 'uncollectible', 'draft') AND received <> 0)
-    OR (status = 'open' AND total_minor - credited > 0
-        AND received >= total_minor - credited)
+           FROM cn GROUP BY invoice_id),
+flagged AS (
+    SELECT * FROM (
+        SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
+               coalesce(credit.credited, 0) AS credited, paid.received
+        FROM inv JOIN paid USING (invoice_id)
+        LEFT JOIN credit USING (invoice_id))
+    WHERE (status = 'paid' AND received <> total_minor - credited)
+        OR (status IN ('void', 'uncollectible', 'draft') AND received <> 0)
+        OR (status = 'open' AND total_minor - credited > 0
+            AND received >= total_minor - credited)),
+-- Only for the few flagged invoices: whether the range touches them, their last day, gateway.
+seen AS (
+    SELECT invoice_id, max(sday) AS last_day, bool_or(touched) AS touched, min(grank) AS grank
+    FROM inv_part
+    WHERE keep AND invoice_id IN (SELECT invoice_id FROM flagged)
+    GROUP BY invoice_id)
+SELECT flagged.*, seen.last_day, seen.grank
+FROM flagged JOIN seen USING (invoice_id)
+WHERE seen.touched
 ORDER BY invoice_id
 """
 
