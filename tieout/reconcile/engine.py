@@ -1117,19 +1117,35 @@ class _Engine:
         gross, fee = self.l_gross[idx], _ints(fee_col, 0)[idx]
         limit = 2**62
         top = max(1, *tops)
+
+        def largest(values: np.ndarray) -> int:  # |x| in Python integers: no int64 overflow
+            return max(abs(int(values.max())), abs(int(values.min()))) if values.size else 0
+
         if idx.size and (
-            int(np.abs(gross.clip(-limit, limit)).max()) * 2 * top + 10_000 >= limit
-            or int(np.abs(fee.clip(-limit, limit)).max()) + max(fixes, default=0) >= limit // 2
+            largest(gross) * 2 * top + 10_000 >= limit
+            or largest(fee) + max(fixes, default=0) >= limit // 2
         ):
             return None
         fx = self.l_pcur[idx] > 0
         gi, ci = self.l_gw[idx], self.l_cur[idx]
-        rate = bps[gi] + np.where(fx, fx_bps[gi], 0)
-        expected = (2 * np.abs(gross) * rate + 10_000) // 20_000 + fixed[gi, ci]
-        off = known & (np.abs(fee - expected) > tol[gi])
+        # Per gateway (a handful) rather than gathered per line: ten million lookups into tiny
+        # tables cost more than a few passes of comparisons.
+        rate = np.zeros(idx.size, dtype=np.int64)
+        tolerance = np.zeros(idx.size, dtype=np.int64)
+        fixed_fee = np.zeros(idx.size, dtype=np.int64)
+        for code in np.flatnonzero(has):
+            at = gi == code
+            rate[at] = bps[code]
+            if fx_bps[code]:
+                rate[at & fx] += fx_bps[code]
+            tolerance[at] = tol[code]
+            for cur_code in np.flatnonzero(fixed[code]):
+                fixed_fee[at & (ci == cur_code)] = fixed[code, cur_code]
+        expected = (2 * np.abs(gross) * rate + 10_000) // 20_000 + fixed_fee
+        off = known & (np.abs(fee - expected) > tolerance)
         return [
             (int(rn), int(e), int(t))
-            for rn, e, t in zip(idx[off], expected[off], tol[gi][off], strict=True)
+            for rn, e, t in zip(idx[off], expected[off], tolerance[off], strict=True)
         ]
 
     def _off_schedule_sql(self, schedules: Mapping[str, FeeSchedule]) -> list[tuple[int, int, int]]:
