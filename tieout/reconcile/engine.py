@@ -434,21 +434,36 @@ class _Engine:
         self.gws: list[str | None] = [None]
         self.curs: list[str | None] = [None]
         pay, ln = self.pay_in, self.line_in
-        self.p_gw = _code(pay.column("gateway"), self.gws)
-        self.p_cur = _code(pay.column("currency"), self.curs)
-        self.p_kind = _code(pay.column("kind"), [None, *PAYMENT_KINDS], extend=False)
         status = pay.column("status")
-        status_code = _code(status, [None, "succeeded", "pending"], extend=False)
+
+        def gateways_and_kinds() -> tuple[np.ndarray, ...]:
+            return (
+                _code(pay.column("gateway"), self.gws),
+                _code(ln.column("gateway"), self.gws),
+                _code(pay.column("kind"), [None, *PAYMENT_KINDS], extend=False),
+                _code(ln.column("category"), [None, *PAYMENT_KINDS], extend=False),
+            )
+
+        def currencies_and_status() -> tuple[np.ndarray, ...]:
+            return (
+                _code(pay.column("currency"), self.curs),
+                _code(ln.column("currency"), self.curs),
+                _code(ln.column("presentment_currency"), self.curs),
+                _code(status, [None, "succeeded", "pending"], extend=False),
+            )
+
+        # Two threads (Arrow hashes without the GIL); each list of names is extended by one
+        # thread only, in a fixed order, so the codes are the same every run.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first, second = pool.submit(gateways_and_kinds), pool.submit(currencies_and_status)
+            self.p_gw, self.l_gw, self.p_kind, self.l_kind = first.result()
+            self.p_cur, self.l_cur, self.l_pcur, status_code = second.result()
         self.p_ok, self.p_pending = status_code == 1, status_code == 2
         self.p_status = _valid(status)
         amount = pay.column("amount_minor")
         self.p_amt_ok = _valid(amount)
         self.p_amt = _ints(amount, 0)
         self.p_amt = np.where(np.isin(self.p_kind, NEGATIVE_KINDS), -self.p_amt, self.p_amt)
-        self.l_gw = _code(ln.column("gateway"), self.gws)
-        self.l_cur = _code(ln.column("currency"), self.curs)
-        self.l_pcur = _code(ln.column("presentment_currency"), self.curs)
-        self.l_kind = _code(ln.column("category"), [None, *PAYMENT_KINDS], extend=False)
         self.l_gross_ok = _valid(ln.column("gross_minor"))
         self.l_gross = _ints(ln.column("gross_minor"), 0)
         self.l_pamt_ok = _valid(ln.column("presentment_amount_minor"))
