@@ -205,3 +205,54 @@ def test_a_plan_made_before_another_posting_is_refused(
     target = NetSuiteTarget(settings.erp.netsuite)  # type: ignore[arg-type]
     with pytest.raises(StalePlanError, match="plan` again"):
         apply_plan(stale, ledger, target)
+
+
+def test_answers_read_with_lxml_agree_with_zeep(tmp_path: Path, sandbox: NetSuiteSandbox) -> None:
+    """The poster reads a well-formed upsertList answer with lxml and leaves everything else to
+    zeep; on real answers (successes and a refused record) both readings agree."""
+    from tieout.connectors.netsuite import (
+        WriteStatus,
+        _status_error,
+        journal_record,
+        write_statuses,
+    )
+
+    settings = make_settings(tmp_path, sandbox)
+    sandbox.inject(
+        FaultKind.RECORD_ERROR, external_ids=["tieout-test-0001"], code="INVALID_KEY_OR_REF",
+        message="Invalid account reference key 99.",
+    )  # fmt: skip
+    target = NetSuiteTarget(settings.erp.netsuite)  # type: ignore[arg-type]
+    client = target._client()
+    ns = settings.erp.netsuite
+    assert ns is not None
+    records = [journal_record(client, entry(i), ns.currencies) for i in range(3)]
+    with client._client.settings(raw_response=True):
+        answer = client.request("upsertList", record=records)
+    binding = client._service_proxy._binding
+    by_zeep = binding.process_reply(client._client, binding.get("upsertList"), answer)
+    expected = [
+        WriteStatus(
+            bool(i.status.isSuccess),
+            str(i.baseRef.internalId or "") if i.baseRef is not None else "",
+            *_status_error(i.status),
+        )
+        for i in by_zeep.body.writeResponseList.writeResponse
+    ]
+    fast = write_statuses(answer.content)
+    assert fast == expected
+    assert [s.ok for s in fast] == [True, False, True]
+    assert fast[1].code == "INVALID_KEY_OR_REF"
+    assert "reference key 99" in fast[1].message
+    # Not the expected shape: left to zeep (which raises a fault, or reads what it can).
+    fault = (
+        b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+        b"<soapenv:Body><soapenv:Fault><faultcode>soapenv:Server.userException</faultcode>"
+        b"<faultstring>WS_REQUEST_BLOCKED</faultstring></soapenv:Fault></soapenv:Body>"
+        b"</soapenv:Envelope>"
+    )
+    assert write_statuses(fault) is None
+    assert write_statuses(b"<html>503 Service Unavailable</html>") is None
+    assert write_statuses(b"not xml at all") is None
+    no_id = answer.content.replace(b'internalId="', b'internalIdX="')
+    assert write_statuses(no_id) is None
