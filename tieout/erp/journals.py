@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Final
 
 from tieout.money import minor_to_decimal
@@ -166,9 +167,13 @@ class JournalEntry:
             "lines": [line.as_dict() for line in self.lines],
         }
 
+    @cached_property
+    def payload_text(self) -> str:
+        """The payload as canonical JSON, made once: the hash and the ledger both need it."""
+        return json.dumps(self.payload(), sort_keys=True, separators=(",", ":"))
+
     def payload_hash(self) -> str:
-        text = json.dumps(self.payload(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(self.payload_text.encode()).hexdigest()
 
     @staticmethod
     def from_payload(p: Mapping[str, Any]) -> JournalEntry:

@@ -480,10 +480,11 @@ def apply_plan(
         """Write the group's records `pending` (see `PostingLedger.stage`); its batches less
         the records already confirmed with the same content."""
         entries = [e for batch in group for e in batch]
+        digests = {e.external_id: e.payload_hash() for e in entries}  # serializes: once each
         states = ledger.stage(
             target.system,
             target.record_type,
-            [(e.external_id, e.base, e.kind, e.payload_hash(),
+            [(e.external_id, e.base, e.kind, digests[e.external_id],
               getattr(e, "payload_text", None) or e.payload()) for e in entries],
             existing=before,
         )  # fmt: skip
@@ -491,7 +492,7 @@ def apply_plan(
         for batch in group:
             send = []
             for e in batch:
-                if states.get(e.external_id) == (CONFIRMED, e.payload_hash()):
+                if states.get(e.external_id) == (CONFIRMED, digests[e.external_id]):
                     result.skipped.append(e.external_id)
                 else:
                     send.append(e)
