@@ -506,12 +506,14 @@ def apply_plan(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures: list[Future[None]] = []
         group: list[list[Any]] = []
+        grouped = 0
         for index, batch in enumerate(batches):
             group.append(batch)
-            if sum(map(len, group)) >= STAGE_WINDOW or index == len(batches) - 1:
+            grouped += len(batch)
+            if grouped >= STAGE_WINDOW or index == len(batches) - 1:
                 for send in stage(group):
                     futures.append(pool.submit(run, len(futures), send))
-                group = []
+                group, grouped = [], 0
         for n, f in enumerate(futures, start=1):
             f.result()
             if n % 10 == 0 or n == len(futures):
