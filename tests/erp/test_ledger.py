@@ -97,3 +97,52 @@ def test_stage_reports_what_it_left_and_what_it_wrote(ledger: PostingLedger) -> 
         "r00009": (PENDING, "h9"),
     }
     assert after == ledger.states("salesforce", list(after))
+
+
+def test_every_record_is_staged_before_it_is_sent_window_by_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apply stages a window of records, sends its requests while it stages the next: each
+    record must be `pending` in the ledger when its request leaves, every one is sent once,
+    and the ones confirmed with the same content since the plan are skipped."""
+    from datetime import date
+
+    from tieout.connectors.netsuite import RecordOutcome
+    from tieout.erp import plan as plan_module
+    from tieout.erp.plan import apply_plan, make_record_plan
+    from tieout.revenue.model import SalesforceRecord
+
+    monkeypatch.setattr(plan_module, "STAGE_WINDOW", 25)
+    led = PostingLedger(f"sqlite:///{tmp_path / 'state.db'}", None)
+    records = [
+        SalesforceRecord("schedules", "Thing__c", "Ext__c", f"k{i:03d}", {"Amount__c": str(i)})
+        for i in range(230)
+    ]
+    day = date(2026, 3, 31)
+    plan = make_record_plan(records, [], system="salesforce", start=day, end=day, as_of=day)
+    # Confirmed meanwhile (a crashed run of this plan got that far): not sent again.
+    done = records[:7]
+    led.stage("salesforce", "Thing", [(r.external_id, r.base, r.kind, r.payload_hash(),
+                                       r.payload_text) for r in done])  # fmt: skip
+    led.mark_confirmed("salesforce", {r.external_id: "sf-old" for r in done})
+    sent: list[str] = []
+
+    class Recording:
+        system, record_type, idempotent = "salesforce", "Thing", True
+
+        def upsert(self, entries: list[SalesforceRecord]) -> dict[str, RecordOutcome]:
+            states = led.states("salesforce", [e.external_id for e in entries])
+            assert all(states[e.external_id] == (PENDING, e.payload_hash()) for e in entries)
+            sent.extend(e.external_id for e in entries)
+            return {e.external_id: RecordOutcome(True, f"sf-{e.key}") for e in entries}
+
+        def read_back(self, external_ids: list[str]) -> dict[str, str | None]:
+            raise AssertionError("nothing was left unknown")
+
+    result = apply_plan(plan, led, Recording(), batch_size=10, concurrency=3)
+    assert sorted(sent) == sorted(r.external_id for r in records[7:])  # once each
+    assert result.skipped == sorted(r.external_id for r in done)
+    assert result.confirmed == sorted(sent)
+    rows = led.rows("salesforce")
+    assert {x: r.status for x, r in rows.items()} == {r.external_id: CONFIRMED for r in records}
+    led.dispose()
