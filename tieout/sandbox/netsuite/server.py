@@ -669,9 +669,10 @@ class NetSuiteSandbox:
             raise RecordError(CODE_USER_ERROR, "Upsert requires an externalId.")
         with self._store.locked():
             if record_type == "journalEntry":
-                # normalize_journal_entry returns a fresh copy: the store may keep it as is.
+                # `clean` and its lines are this request's own decoded values, not shared:
+                # the normalized entry may reuse them, and the store may keep it as is.
                 record = normalize_journal_entry(
-                    self._store, clean, max_lines=self._max_lines_per_journal
+                    self._store, clean, max_lines=self._max_lines_per_journal, owned=True
                 )
                 return self._store.upsert(record_type, record, owned=True).internal_id
             return self._store.upsert(record_type, clean).internal_id
