@@ -23,6 +23,7 @@ from typing import Any, Final
 from lxml import etree  # type: ignore[import-untyped]
 
 from tieout.erp.journals import JournalEntry, netsuite_amount
+from tieout.erp.plan import RecordOutcome
 from tieout.errors import ConfigError, RetryableError
 from tieout.settings import NetSuiteSettings, resolve_env
 
@@ -39,14 +40,6 @@ RETRYABLE_CODES: Final = frozenset(
         "SERVER_UNAVAILABLE",
     }
 )
-
-
-@dataclass(frozen=True)
-class RecordOutcome:
-    ok: bool
-    internal_id: str | None = None
-    error: str | None = None
-    retryable: bool = False
 
 
 class _MissingTypeFilter(logging.Filter):

@@ -19,10 +19,10 @@ import operator
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from tieout.erp.plan import RecordOutcome
 from tieout.errors import ConfigError, RetryableError
 from tieout.revenue.model import ObjectShape, SalesforceRecord
 from tieout.settings import SalesforceSettings, resolve_env
@@ -34,14 +34,6 @@ NULL: Final = "#N/A"
 RETRYABLE_RECORD_CODES: Final = frozenset(
     {"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION"}
 )
-
-
-@dataclass(frozen=True)
-class RecordOutcome:
-    ok: bool
-    internal_id: str | None = None
-    error: str | None = None
-    retryable: bool = False
 
 
 # -------------------------------------------------------------------------------- the client

@@ -47,6 +47,16 @@ class Outcome(Protocol):
     def retryable(self) -> bool: ...
 
 
+@dataclass(frozen=True)
+class RecordOutcome:
+    """One record's answer, as every target reports it."""
+
+    ok: bool
+    internal_id: str | None = None
+    error: str | None = None
+    retryable: bool = False
+
+
 class Postable(Protocol):
     """What the poster sends: a NetSuite journal entry or a Salesforce record."""
 

@@ -651,38 +651,44 @@ class _Engine:
             [ln for ln in lns.values() if ln["line_id"] in lone_l_ids],
         )
 
+    def _fetch(
+        self,
+        table: pa.Table,
+        rns: np.ndarray,
+        sql: str,
+        order: str,
+        key: str,
+        rn_of: dict[str, int],
+    ) -> dict[int, dict[str, Any]]:
+        """The rows of `table` at these row numbers through `sql` (PAY_SQL or LINE_SQL) in
+        `order`, by row number; each row's number is noted in `rn_of` under its `key`. The
+        order's first column (a timestamp the passes never read) is dropped."""
+        self.con.register("fetched", _take_rows(table, np.unique(rns)))
+        out = {}
+        try:
+            for row in self.listed(
+                sql.format(src="fetched", gateway_filter=self.gf) + f" ORDER BY {order}",
+                order.split(",")[0],
+            ):
+                rn = row.pop(RN)
+                out[rn] = row
+                rn_of[row[key]] = rn
+        finally:
+            self.con.unregister("fetched")
+        return out
+
     def fetch_pays(self, rns: np.ndarray) -> dict[int, dict[str, Any]]:
         """The payments of these row numbers as rows of `p`, in time order, by row number."""
-        sub = _take_rows(self.pay_in, np.unique(rns))
-        self.con.register("pay_sub", sub)
-        out = {}
-        for p in self.listed(
-            PAY_SQL.format(src="pay_sub", gateway_filter=self.gf)
-            + " ORDER BY created_at, payment_id",
-            "created_at",
-        ):
-            rn = p.pop(RN)
-            out[rn] = p
-            self.p_rn[p["payment_id"]] = rn
-            self.p_rows[p["payment_id"]] = p
-        self.con.unregister("pay_sub")
+        out = self._fetch(
+            self.pay_in, rns, PAY_SQL, "created_at, payment_id", "payment_id", self.p_rn
+        )
+        self.p_rows.update((p["payment_id"], p) for p in out.values())
         return out
 
     def fetch_lines(self, rns: np.ndarray) -> dict[int, dict[str, Any]]:
         """The lines of these row numbers as rows of `l`, in file order, by row number."""
-        sub = _take_rows(self.line_in, np.unique(rns))
-        self.con.register("line_sub", sub)
-        out = {}
-        for ln in self.listed(
-            LINE_SQL.format(src="line_sub", gateway_filter=self.gf)
-            + " ORDER BY occurred_at, source_file, source_row, line_id",
-            "occurred_at",
-        ):
-            rn = ln.pop(RN)
-            out[rn] = ln
-            self.l_rn[ln["line_id"]] = rn
-        self.con.unregister("line_sub")
-        return out
+        order = "occurred_at, source_file, source_row, line_id"
+        return self._fetch(self.line_in, rns, LINE_SQL, order, "line_id", self.l_rn)
 
     def _comparable(self, p: Mapping[str, Any], ln: Mapping[str, Any]) -> int | None:
         """The line's amount in the payment's currency, when the line states one."""
