@@ -122,6 +122,7 @@ def _info(sb: NetSuiteSandbox) -> SandboxInfo:
 
 
 def _stats(sb: NetSuiteSandbox) -> dict[str, Any]:
+    cpu = time.process_time()  # first: counting the records below copies every one
     requests = sb.requests
     return {
         "journal_entries": len(sb.records("journalEntry")),
@@ -129,7 +130,10 @@ def _stats(sb: NetSuiteSandbox) -> dict[str, Any]:
         "faults": dict(Counter(r.fault_code for r in requests if r.fault_code)),
         "record_errors": sum(len(r.record_errors) for r in requests),
         "max_concurrent": sb.max_concurrent,
-        "cpu_seconds": time.process_time(),  # of the process the sandbox runs in
+        "cpu_seconds": cpu,  # of the process the sandbox runs in
+        # monotonic clock (shared by the processes of one machine): when requests arrived
+        # and answered, to show how busy the sandbox's request slots were
+        "spans": [(r.started_at, r.ended_at) for r in requests],
     }
 
 
@@ -295,7 +299,7 @@ def main() -> int:
             load = os.getloadavg()[0]
             sandbox_cpu = sb.stats()["cpu_seconds"]
             cpu0 = time.process_time()
-            t0 = time.perf_counter()
+            t0, t_start = time.perf_counter(), time.monotonic()
             result = apply_posting(settings, plan, ledger, target, progress=print)
             apply_s = time.perf_counter() - t0
             cpu_s = time.process_time() - cpu0
@@ -314,6 +318,13 @@ def main() -> int:
                   f"{sandbox_cpu / max(1, result.requests) * 1000:.0f} ms)")  # fmt: skip
         else:
             print(f"  cpu during apply: poster and sandbox {cpu_s:.2f} s")
+        spans = stats["spans"]
+        if spans:
+            busy = sum(end - start for start, end in spans)
+            first = min(start for start, _ in spans) - t_start
+            print(f"  slots: first request {first:.2f} s after apply began; answers took "
+                  f"{busy / len(spans) * 1000:.0f} ms on average; {busy / apply_s:.2f} of "
+                  f"{conc} slots busy over the apply")  # fmt: skip
         print(f"  sandbox: {stats['journal_entries']} journal entries, {stats['requests']} "
               f"request(s), max {stats['max_concurrent']} concurrent, faults "
               f"{stats['faults'] or 'none'}, record errors {stats['record_errors']}")  # fmt: skip

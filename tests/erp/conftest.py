@@ -85,3 +85,67 @@ def entry(n: int, amount: int = 1000, cur: str = "USD", lines: int = 2) -> Journ
         memo=f"test entry {n}",
         lines=(*credits, bank),
     )
+
+
+def varied_entries(n: int, seed: int) -> list[JournalEntry]:
+    """Entries that reach every branch of the direct renderer: 0-, 2-, 3- and 4-decimal
+    currencies, amounts with trailing zeros and of one minor unit, lines with a debit, a
+    credit or both, with and without department and class, memos empty, long, non-ASCII
+    and full of XML's special characters."""
+    import random
+
+    rng = random.Random(seed)
+    memos = ["", "plain", "a & b < c > d \" e ' f", "Zürich – 東京 ✓", "x" * 4100, " spaced "]
+    out = []
+    for i in range(n):
+        cur = rng.choice(["USD", "JPY", "KWD", "CLF", "EUR"])
+        lines = []
+        for _ in range(rng.randint(1, 6)):
+            amount = rng.choice([1, 10, 100, 1000, 12345, rng.randint(1, 10**12)])
+            debit, credit = rng.choice([(amount, 0), (0, amount), (amount, amount)])
+            lines.append(
+                JournalLine(
+                    str(rng.randint(1, 99)),
+                    debit,
+                    credit,
+                    rng.choice(memos),
+                    rng.choice([None, "", "3"]),
+                    rng.choice([None, "", "4"]),
+                )
+            )
+        out.append(
+            JournalEntry(
+                external_id=f"tieout-render-{seed}-{i}" + rng.choice(["", "-<&>\"'", "-ü"]),
+                kind="settlement",
+                tran_date=date.fromordinal(date(2024, 1, 1).toordinal() + i),
+                currency=cur,
+                subsidiary=str(rng.randint(1, 9)),
+                memo=rng.choice(memos),
+                lines=tuple(lines),
+            )
+        )
+    return out
+
+
+def assert_renders_like_zeep(client: Any, entries: list[JournalEntry]) -> None:
+    """The poster's direct rendering is in use for `client`'s WSDL, and the upsertList it
+    renders is byte for byte the one zeep renders from its own values."""
+    from lxml import etree  # type: ignore[import-untyped]
+
+    from tieout.connectors.netsuite import _builder, _PreparedEntry
+
+    builder = _builder(client)
+    assert builder.direct is not None, "the direct renderer fell back to zeep's"
+    ids = {"USD": "1", "JPY": "2", "KWD": "3", "CLF": "4", "EUR": "5", "GBP": "6"}
+
+    def message(records: list[Any]) -> bytes:
+        envelope = client._client.create_message(
+            client._service_proxy, "upsertList", record=records
+        )
+        return bytes(etree.tostring(envelope))
+
+    direct = [builder.journal_entry(e, ids[e.currency]) for e in entries]
+    assert all(isinstance(r, _PreparedEntry) for r in direct)
+    by_zeep = [builder.zeep_record(e, ids[e.currency]) for e in entries]
+    for start in range(0, len(entries), 50):
+        assert message(direct[start : start + 50]) == message(by_zeep[start : start + 50])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,7 +113,8 @@ def test_every_record_is_staged_before_it_is_sent_window_by_window(
     from tieout.erp.plan import apply_plan, make_record_plan
     from tieout.revenue.model import SalesforceRecord
 
-    monkeypatch.setattr(plan_module, "STAGE_WINDOW", 25)
+    monkeypatch.setattr(plan_module, "FIRST_STAGE_WINDOW", 20)  # windows of 20, 40, 50, 50..
+    monkeypatch.setattr(plan_module, "STAGE_WINDOW", 50)
     led = PostingLedger(f"sqlite:///{tmp_path / 'state.db'}", None)
     records = [
         SalesforceRecord("schedules", "Thing__c", "Ext__c", f"k{i:03d}", {"Amount__c": str(i)})
@@ -139,10 +141,77 @@ def test_every_record_is_staged_before_it_is_sent_window_by_window(
         def read_back(self, external_ids: list[str]) -> dict[str, str | None]:
             raise AssertionError("nothing was left unknown")
 
+    staged: list[int] = []
+    stage = led.stage
+
+    def counting_stage(*args: Any, **kwargs: Any) -> dict[str, tuple[str, str]]:
+        staged.append(len(args[2]))
+        return stage(*args, **kwargs)
+
+    monkeypatch.setattr(led, "stage", counting_stage)
     result = apply_plan(plan, led, Recording(), batch_size=10, concurrency=3)
+    assert staged == [20, 40, 50, 50, 50, 20]  # growing windows of whole requests
     assert sorted(sent) == sorted(r.external_id for r in records[7:])  # once each
     assert result.skipped == sorted(r.external_id for r in done)
     assert result.confirmed == sorted(sent)
     rows = led.rows("salesforce")
     assert {x: r.status for x, r in rows.items()} == {r.external_id: CONFIRMED for r in records}
+    led.dispose()
+
+
+def test_marks_reach_every_record_across_statement_chunks(ledger: PostingLedger) -> None:
+    """mark_sent and mark_confirmed write many rows per statement, a few hundred at a time;
+    every row must get its own values, and no other row any."""
+    _stage(ledger, "netsuite", 1_234)
+    _stage(ledger, "salesforce", 30)
+    ids = [f"r{i:05d}" for i in range(1_234)]
+    ledger.mark_sent("netsuite", ids[:1_201])
+    ledger.mark_confirmed("netsuite", {x: f"iid-{x}" for x in ids[:1_100]})
+    rows = ledger.rows("netsuite")
+    assert {x for x, r in rows.items() if r.status == CONFIRMED} == set(ids[:1_100])
+    assert all(rows[x].internal_id == f"iid-{x}" for x in ids[:1_100])
+    assert {x for x, r in rows.items() if r.status == SENT} == set(ids[1_100:1_201])
+    assert {x for x, r in rows.items() if r.status == PENDING} == set(ids[1_201:])
+    assert [rows[x].attempts for x in ids] == [1] * 1_201 + [0] * 33
+    assert all(r.internal_id is None for x, r in rows.items() if x not in ids[:1_100])
+    assert {r.status for r in ledger.rows("salesforce").values()} == {PENDING}
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_apply_prepares_the_target_in_the_background(tmp_path: Path, fails: bool) -> None:
+    """A target's `prepare` (NetSuite: connect) runs while the ledger is read and written; if
+    it fails, the requests still go (the first one connects again and reports any error)."""
+    import threading
+    from datetime import date
+
+    from tieout.connectors.netsuite import RecordOutcome
+    from tieout.erp.plan import apply_plan, make_record_plan
+    from tieout.revenue.model import SalesforceRecord
+
+    led = PostingLedger(f"sqlite:///{tmp_path / 'state.db'}", None)
+    records = [
+        SalesforceRecord("s", "Thing__c", "Ext__c", f"k{i}", {"A__c": "1"}) for i in range(5)
+    ]
+    day = date(2026, 3, 31)
+    plan = make_record_plan(records, [], system="salesforce", start=day, end=day, as_of=day)
+    prepared = threading.Event()
+
+    class Preparing:
+        system, record_type, idempotent = "salesforce", "Thing", True
+
+        def prepare(self) -> None:
+            prepared.set()
+            if fails:
+                raise ConnectionError("the WSDL could not be fetched")
+
+        def upsert(self, entries: list[SalesforceRecord]) -> dict[str, RecordOutcome]:
+            assert prepared.wait(5)
+            return {e.external_id: RecordOutcome(True, f"sf-{e.key}") for e in entries}
+
+        def read_back(self, external_ids: list[str]) -> dict[str, str | None]:
+            raise AssertionError("nothing was left unknown")
+
+    result = apply_plan(plan, led, Preparing(), batch_size=2, concurrency=2)
+    assert prepared.is_set()
+    assert len(result.confirmed) == 5
     led.dispose()

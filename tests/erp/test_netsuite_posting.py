@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.erp.conftest import entry, make_settings
+from tests.erp.conftest import assert_renders_like_zeep, entry, make_settings, varied_entries
 from tieout.connectors.ledger import CONFIRMED, FAILED, PostingLedger
 from tieout.connectors.netsuite import NetSuiteTarget
 from tieout.erp.journals import JournalLine
@@ -256,3 +257,76 @@ def test_answers_read_with_lxml_agree_with_zeep(tmp_path: Path, sandbox: NetSuit
     assert write_statuses(b"not xml at all") is None
     no_id = answer.content.replace(b'internalId="', b'internalIdX="')
     assert write_statuses(no_id) is None
+
+
+def test_journal_entries_render_as_zeep_renders_them(
+    tmp_path: Path, sandbox: NetSuiteSandbox, credentials: dict[str, str]
+) -> None:
+    """The poster renders journal entries itself (zeep's per-field rendering was most of
+    its CPU); the request must be the one zeep would have sent, byte for byte."""
+    settings = make_settings(tmp_path, sandbox)
+    client = NetSuiteTarget(settings.erp.netsuite)._client()  # type: ignore[arg-type]
+    assert_renders_like_zeep(client, varied_entries(300, seed=1) + [entry(i) for i in range(5)])
+
+
+def test_a_wsdl_the_direct_renderer_does_not_cover_falls_back_to_zeep(
+    tmp_path: Path, sandbox: NetSuiteSandbox, credentials: dict[str, str]
+) -> None:
+    """A JournalEntryLine with a required, nillable element tieout does not set: zeep
+    renders it as nil, the direct renderer would leave it out, so zeep's renderer is used."""
+    import shutil
+
+    from lxml import etree  # type: ignore[import-untyped]
+
+    from tieout.connectors.netsuite import _builder, journal_record
+    from tieout.sandbox.netsuite.server import WSDL_DIR
+
+    wsdl = tmp_path / "wsdl"
+    shutil.copytree(WSDL_DIR, wsdl)
+    xsd = wsdl / "transactions.general.xsd"
+    text = xsd.read_text()
+    optional = '<element name="line" type="xsd:long" minOccurs="0"/>'
+    assert optional in text
+    required = '<element name="line" type="xsd:long" nillable="true"/>'
+    xsd.write_text(text.replace(optional, required))
+    settings = make_settings(tmp_path, sandbox, wsdl_url=str(wsdl / "netsuite.wsdl"))
+    ns = settings.erp.netsuite
+    assert ns is not None
+    client = NetSuiteTarget(ns)._client()
+    assert _builder(client).direct is None
+    record = journal_record(client, entry(1), ns.currencies)
+    envelope = client._client.create_message(client._service_proxy, "upsertList", record=[record])
+    ns_uri = "{urn:general_2023_2.transactions.webservices.netsuite.com}"
+    lines = envelope.findall(f".//{ns_uri}lineList/{ns_uri}line")
+    assert len(lines) == 2
+    nil = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+    assert [x.find(f"{ns_uri}line").get(nil) for x in lines] == ["true", "true"], etree.tostring(
+        lines[0]
+    )
+
+
+def test_the_poster_keeps_requests_on_the_wire_within_concurrency(
+    tmp_path: Path, sandbox: NetSuiteSandbox, credentials: dict[str, str]
+) -> None:
+    """Threads beyond the setting build requests, but only `concurrency` are in flight."""
+    settings = make_settings(tmp_path, sandbox, concurrency=1)
+    sandbox.latency = 0.15
+    target = NetSuiteTarget(settings.erp.netsuite)  # type: ignore[arg-type]
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def post(i: int) -> None:
+        try:
+            barrier.wait()
+            target.upsert([entry(10 * i + k) for k in range(3)])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len([r for r in sandbox.requests if r.operation == "upsertList"]) == 4
+    assert sandbox.max_concurrent == 1

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from lxml import etree  # type: ignore[import-untyped]
 
-from tests.erp.conftest import ENV
+from tests.erp.conftest import ENV, assert_renders_like_zeep, varied_entries
 from tests.erp.test_journals import ACCOUNTS, DAY, batch, big_entry, invoice, line, sline
 from tieout.connectors.netsuite import RECORD_TYPE, journal_record, make_client
 from tieout.erp.journals import (
@@ -197,3 +197,9 @@ def test_a_misspelt_field_is_refused_by_the_real_schema(client: Any) -> None:
     # The check above has teeth: zeep refuses a field NetSuite's JournalEntry does not have.
     with pytest.raises(TypeError):
         client.JournalEntry(externalId="x", tranDte=DAY)
+
+
+def test_the_poster_renders_entries_as_zeep_does_with_the_real_wsdl(client: Any) -> None:
+    """With NetSuite's full JournalEntry (dozens of fields tieout leaves empty), the
+    poster's own rendering still gives zeep's request byte for byte."""
+    assert_renders_like_zeep(client, list(ENTRIES.values()) + varied_entries(200, seed=2))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -22,9 +23,10 @@ from typing import Any, Final
 
 from lxml import etree  # type: ignore[import-untyped]
 
-from tieout.erp.journals import JournalEntry, netsuite_amount
+from tieout.erp.journals import JournalEntry, JournalLine, netsuite_amount
 from tieout.erp.plan import RecordOutcome
 from tieout.errors import ConfigError, RetryableError
+from tieout.money import exponent as currency_exponent
 from tieout.settings import NetSuiteSettings, resolve_env
 
 RECORD_TYPE: Final = "journalEntry"
@@ -187,6 +189,7 @@ class _RecordBuilder:
         empty = client.JournalEntry()
         self.entry_class: Any = type(empty)
         self.entry = {name: empty[name] for name in empty}
+        self.direct = _direct_type(client, self)
 
     def _new_entry(self) -> Any:
         # CompoundValue keeps its fields in `__values__` (what its __init__ fills in).
@@ -198,6 +201,12 @@ class _RecordBuilder:
         return None if internal_id is None else {**self.ref, "internalId": internal_id}
 
     def journal_entry(self, entry: JournalEntry, currency_id: str) -> Any:
+        if self.direct is not None:
+            return _PreparedEntry(self.direct, entry, currency_id)
+        return self.zeep_record(entry, currency_id)
+
+    def zeep_record(self, entry: JournalEntry, currency_id: str) -> Any:
+        """The entry as values zeep's own renderer takes."""
         lines = []
         for line in entry.lines:
             value: dict[str, Any] = {
@@ -224,16 +233,203 @@ class _RecordBuilder:
         return record
 
 
+def _prepared_entry_class() -> type:
+    from zeep.xsd.valueobjects import CompoundValue
+
+    class PreparedEntry(CompoundValue):
+        """A journal entry waiting in a zeep request. zeep keeps a value object as it is
+        (anything else it rebuilds into the declared type's object) and renders it through
+        its `_xsd_type` when that is not the declared type (how it renders a subtype with
+        `xsi:type`), so this value's `_xsd_type` is a `_DirectJournalEntryType`."""
+
+        def __init__(self, xsd_type: Any, entry: JournalEntry, currency_id: str) -> None:
+            self._xsd_type = xsd_type
+            self.__values__ = OrderedDict(entry=entry, currency_id=currency_id)
+
+    return PreparedEntry
+
+
+_PreparedEntry: Final[Any] = _prepared_entry_class()
+
+
+class _Unsupported(Exception):
+    """The client's WSDL shapes a journal entry in a way the direct renderer does not cover."""
+
+
+_AttrStep = tuple[Any, str | None, Any]  # qname, fixed text (None: a used one), type
+_ElementStep = tuple[str, Any, Any]  # name, qname, type
+
+
+def _steps(xsd_type: Any, used: Sequence[str]) -> tuple[list[_AttrStep], list[_ElementStep]]:
+    """The attributes zeep sets on a `xsd_type` node (qname, fixed text or None for a used
+    one, type) and the used elements (name, qname, type), in the WSDL's order, as zeep's
+    `ComplexType.render` visits them. Unused elements must be optional (zeep renders nothing
+    for them); unused attributes render their declared default, as zeep's do."""
+    attrs: list[_AttrStep] = []
+    for name, attribute in xsd_type.attributes:
+        if name in used:
+            attrs.append((attribute.qname, None, attribute.type))
+        elif attribute.default_value is not None:
+            attrs.append((attribute.qname, attribute.type.xmlvalue(attribute.default_value), None))
+    elements: list[_ElementStep] = []
+    for name, element in xsd_type.elements:
+        if name in used:
+            elements.append((name, element.qname, element.type))
+        elif not element.is_optional or element.default_value not in (None, []):
+            raise _Unsupported(f"{xsd_type.name}.{name} is required or has a default")
+    return attrs, elements
+
+
+class _DirectJournalEntryType:
+    """Renders a `_PreparedEntry` into the request zeep is building, making the lxml calls
+    zeep's generic renderer makes for the values `_RecordBuilder.zeep_record` gives it (the
+    same elements and attributes, in the WSDL's order, with the text zeep's `xmlvalue` gives),
+    without zeep's per-field dispatch: about 30 ms of CPU per 200-entry request, most of the
+    poster's share, became about 10.
+
+    Names, order and types come from the client's WSDL; `_RecordBuilder` renders a probe
+    entry both ways when it is made and uses zeep's renderer unless the two requests are
+    byte for byte the same."""
+
+    def __init__(self, client: Any) -> None:
+        entry, line = client.JournalEntry, client.JournalEntryLine
+        self.qname = entry.qname
+        self._xsd_name = entry._xsd_name
+        self.entry_attrs, self.entry_elements = _steps(entry, _ENTRY_FIELDS)
+        self.list_attrs, list_elements = _steps(client.JournalEntryLineList, ("line",))
+        [(_, self.line_qname, _)] = list_elements
+        self.line_elements = _steps(line, _LINE_FIELDS)[1]
+        self.ref_attrs = _steps(client.RecordRef, ("internalId",))[0]
+        if len([a for a in self.entry_attrs if a[1] is None]) != 1 or not any(
+            a[1] is None for a in self.ref_attrs
+        ):
+            raise _Unsupported("externalId / internalId attributes not found")
+        from zeep.xsd.const import xsi_ns
+        from zeep.xsd.types.builtins import Double, String
+
+        self.xsi_type = xsi_ns("type")
+        # zeep's String.xmlvalue of a str is the str itself; its Double's is str(value).
+        self.ref_attrib = None
+        if len(self.ref_attrs) == 1 and type(self.ref_attrs[0][2]) is String:
+            self.ref_attrib = etree.QName(self.ref_attrs[0][0]).text
+        types = {name: xsd for name, _, xsd in self.line_elements}
+        self.plain_memo = type(types.get("memo")) is String
+        self.double = next((t for t in types.values() if type(t) is Double), None)
+
+    def _ref(self, parent: Any, qname: Any, internal_id: str) -> None:
+        if self.ref_attrib is not None:  # the usual shape: one attribute, a string
+            etree.SubElement(parent, qname, {self.ref_attrib: str(internal_id)})
+            return
+        node = etree.SubElement(parent, qname)
+        for attr_qname, fixed, attr_type in self.ref_attrs:
+            node.set(attr_qname, attr_type.xmlvalue(internal_id) if fixed is None else fixed)
+
+    def render(self, node: Any, value: Any, xsd_type: Any, render_path: Any) -> None:
+        entry, sub, ref = value["entry"], etree.SubElement, self._ref
+        for attr_qname, fixed, attr_type in self.entry_attrs:
+            node.set(attr_qname, attr_type.xmlvalue(entry.external_id) if fixed is None else fixed)
+        for name, qname, xsd in self.entry_elements:
+            if name == "tranDate":
+                sub(node, qname).text = xsd.xmlvalue(tran_datetime(entry.tran_date))
+            elif name == "currency":
+                ref(node, qname, value["currency_id"])
+            elif name == "subsidiary":
+                ref(node, qname, entry.subsidiary)
+            elif name == "memo":
+                sub(node, qname).text = xsd.xmlvalue(entry.memo[:4000])
+            elif name == "lineList":
+                self._lines(sub(node, qname), entry)
+        if self._xsd_name:
+            node.set(self.xsi_type, self._xsd_name)
+        if self.qname:
+            node.set(self.xsi_type, self.qname)
+
+    def _amount(self, xsd: Any, minor: int, exponent: int, currency: str) -> str:
+        if xsd is not self.double or minor <= 0:
+            return str(xsd.xmlvalue(netsuite_amount(minor, currency)))
+        # zeep's Double.xmlvalue is str(Decimal): plain digits for ISO 4217 exponents.
+        if not exponent:
+            return str(minor)
+        digits = str(minor).rjust(exponent + 1, "0")
+        return f"{digits[:-exponent]}.{digits[-exponent:]}"
+
+    def _lines(self, node: Any, entry: JournalEntry) -> None:
+        for attr_qname, fixed, _ in self.list_attrs:
+            node.set(attr_qname, fixed)
+        sub, ref, amount, currency = etree.SubElement, self._ref, self._amount, entry.currency
+        exponent = currency_exponent(currency)
+        line_qname, steps, plain_memo = self.line_qname, self.line_elements, self.plain_memo
+        for line in entry.lines:
+            out = sub(node, line_qname)
+            for name, qname, xsd in steps:
+                if name == "account":
+                    ref(out, qname, line.account)
+                elif name == "memo":
+                    memo = line.memo[:4000]
+                    sub(out, qname).text = memo if plain_memo else xsd.xmlvalue(memo)
+                elif name == "debit":
+                    if line.debit_minor:
+                        sub(out, qname).text = amount(xsd, line.debit_minor, exponent, currency)
+                elif name == "credit":
+                    if line.credit_minor:
+                        sub(out, qname).text = amount(xsd, line.credit_minor, exponent, currency)
+                elif name == "department":
+                    if line.department:
+                        ref(out, qname, line.department)
+                elif name == "class" and line.class_:
+                    ref(out, qname, line.class_)
+
+
+_PROBE: Final = JournalEntry(
+    external_id="tieout-probe-<&>\"'-ü",
+    kind="settlement",
+    tran_date=date(2024, 2, 29),
+    currency="JPY",
+    subsidiary="3",
+    memo="probe & <memo> ü",
+    lines=(
+        JournalLine("100", 123456, 0, "", "7", "8"),
+        JournalLine("200", 0, 123456, "credit ü <x>", None, "9"),
+        JournalLine("300", 1, 1, "both", "5", None),
+    ),
+)
+
+
+def _direct_type(client: Any, builder: _RecordBuilder) -> _DirectJournalEntryType | None:
+    """The direct renderer for this client, if it renders exactly what zeep renders."""
+    try:
+        direct = _DirectJournalEntryType(client)
+    except (_Unsupported, AttributeError, ValueError) as exc:
+        logging.getLogger(__name__).info("journal entries rendered by zeep: %s", exc)
+        return None
+    zeep_client, proxy = client._client, client._service_proxy
+
+    def render(record: Any) -> bytes:
+        envelope = zeep_client.create_message(proxy, "upsertList", record=[record, record])
+        return bytes(etree.tostring(envelope))
+
+    ours = render(_PreparedEntry(direct, _PROBE, "4"))
+    if ours != render(builder.zeep_record(_PROBE, "4")):
+        logging.getLogger(__name__).warning(
+            "journal entries rendered by zeep: the direct renderer differs for this WSDL"
+        )
+        return None
+    return direct
+
+
 _BUILDERS_LOCK: Final = threading.Lock()
 
 
 def _builder(client: Any) -> _RecordBuilder:
-    builder: _RecordBuilder | None = getattr(client, "_tieout_record_builder", None)
+    """The record builder of the client's WSDL: clones share the parsed WSDL and its types,
+    so they share one builder (and its one probe of the direct renderer)."""
+    wsdl = client._client.wsdl
+    builder: _RecordBuilder | None = getattr(wsdl, "_tieout_record_builder", None)
     if builder is None:
         with _BUILDERS_LOCK:
-            builder = getattr(client, "_tieout_record_builder", None)
+            builder = getattr(wsdl, "_tieout_record_builder", None)
             if builder is None:
-                builder = client._tieout_record_builder = _RecordBuilder(client)
+                builder = wsdl._tieout_record_builder = _RecordBuilder(client)
     return builder
 
 
@@ -334,6 +530,22 @@ def _classify(exc: BaseException) -> RetryableError | None:
     return None
 
 
+def _gate(client: Any, gate: threading.BoundedSemaphore) -> None:
+    """Have `client`'s transport hold `gate` while a request is on the wire, so at most the
+    gate's count of requests reach NetSuite at once however many threads build requests.
+    The transport object stays (its session, timeouts and cache); only its class gains the
+    gate."""
+    transport = client._client.transport
+    plain: Any = type(transport)
+
+    class GatedTransport(plain):  # type: ignore[misc]
+        def post(self, address: str, message: Any, headers: Any) -> Any:
+            with gate:
+                return super().post(address, message, headers)
+
+    transport.__class__ = GatedTransport
+
+
 class NetSuiteTarget:
     """The two calls the poster needs, over one netsuitesdk client per thread.
 
@@ -353,10 +565,16 @@ class NetSuiteTarget:
         self._first: Any = None
         self._lock = threading.Lock()
         self._local = threading.local()
+        #: NetSuite caps the requests in flight per account, not the threads building them:
+        #: `apply_plan` runs more threads than this (`request_gate`), and each client's
+        #: transport holds the gate only while its request is on the wire.
+        self.request_gate = threading.BoundedSemaphore(max(1, settings.concurrency))
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
+            # One at a time: made side by side, ten threads' clients would all be ready
+            # late; in turn, the first thread's request leaves while the next is made.
             with self._lock:
                 if self._first is None:
                     client = self._first = self._factory()
@@ -364,8 +582,15 @@ class NetSuiteTarget:
                     client = clone_client(self._first)
                 else:
                     client = self._factory()
+                _gate(client, self.request_gate)
+                _builder(client)  # the first one checks the direct renderer
             self._local.client = client
         return client
+
+    def prepare(self) -> None:
+        """Connect (fetch and parse the WSDL) before the first request needs it: `apply_plan`
+        calls this in the background while it reads and writes the ledger."""
+        self._client()
 
     def upsert(self, entries: Sequence[JournalEntry]) -> dict[str, RecordOutcome]:
         """One upsertList request; per-record outcomes. Raises RetryableError for the whole.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import threading
 import time
@@ -29,9 +30,14 @@ from tieout.connectors.ledger import CONFIRMED, SENT, KeyState, LedgerRow, Posti
 from tieout.erp.journals import HeldBatch, JournalEntry, adjustment, problems, split
 from tieout.errors import ConfigError, InputDataError, RetryableError
 
+logger = logging.getLogger(__name__)
+
 ACTIONS: Final = ("create", "retry", "update", "adjust")
-#: Records staged in the ledger at a time while earlier requests are under way.
+#: Records staged in the ledger at a time while earlier requests are under way. The first
+#: windows are smaller (`FIRST_STAGE_WINDOW`, doubling): the first requests leave after a
+#: fraction of a second instead of after the whole first window is written.
 STAGE_WINDOW: Final = 20_000
+FIRST_STAGE_WINDOW: Final = 1_000
 
 
 class Outcome(Protocol):
@@ -414,6 +420,11 @@ def apply_plan(
     say = progress or (lambda _m: None)
     policy = policy or RetryPolicy()
     result = ApplyResult()
+    prepare = getattr(target, "prepare", None)
+    if prepare is not None and plan.entries:
+        # Connecting (NetSuite: fetching and parsing the WSDL) overlaps the ledger work
+        # below; a failure here is raised again by the first request, which retries it.
+        threading.Thread(target=_quietly, args=(prepare,), daemon=True).start()
     _settle_unknown(ledger, target, batch_size, result)
     _check_fresh(plan, ledger, target.system)
     todo = [p.entry for p in plan.entries]
@@ -513,17 +524,20 @@ def apply_plan(
     # Staged a window at a time, each window's requests leaving while the next is staged: a
     # record is always `pending` in the ledger before it is sent, and the target works while
     # tieout stages (a million records stage in seconds).
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    # A target that bounds its own requests on the wire (`request_gate`, NetSuite) gets twice
+    # the threads: the next requests are built while `concurrency` are in flight.
+    workers = max(1, concurrency) * (2 if getattr(target, "request_gate", None) else 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         futures: list[Future[None]] = []
         group: list[list[Any]] = []
-        grouped = 0
+        grouped, window = 0, min(FIRST_STAGE_WINDOW, STAGE_WINDOW)
         for index, batch in enumerate(batches):
             group.append(batch)
             grouped += len(batch)
-            if grouped >= STAGE_WINDOW or index == len(batches) - 1:
+            if grouped >= window or index == len(batches) - 1:
                 for send in stage(group):
                     futures.append(pool.submit(run, len(futures), send))
-                group, grouped = [], 0
+                group, grouped, window = [], 0, min(window * 2, STAGE_WINDOW)
         for n, f in enumerate(futures, start=1):
             f.result()
             if n % 10 == 0 or n == len(futures):
@@ -533,6 +547,13 @@ def apply_plan(
     result.confirmed.sort()
     result.skipped.sort()
     return result
+
+
+def _quietly(call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except Exception:  # raised again where it matters, see apply_plan
+        logger.debug("preparing the target failed; the first request will try again")
 
 
 def _check_fresh(plan: Plan, ledger: PostingLedger, system: str) -> None:

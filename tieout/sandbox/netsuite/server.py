@@ -184,8 +184,10 @@ class NetSuiteSandbox:
     Arguments: `account` (the NetSuite account id clients must send), `credentials` (the
     one token the sandbox accepts), `port` (0: the OS picks), `accounts` / `subsidiaries` /
     `currencies` (seed records, decoded shape, each with an externalId; None: the defaults
-    in `store.py`), `latency` (seconds added to every request), `max_concurrent_requests`
-    (None: unlimited; above it, requests get NetSuite's WS_REQUEST_BLOCKED fault),
+    in `store.py`), `latency` (the response time: an answer leaves no sooner than this many
+    seconds after its request arrived, the sandbox's own work included),
+    `max_concurrent_requests` (None: unlimited; above it, requests get NetSuite's
+    WS_REQUEST_BLOCKED fault),
     `max_records_per_list` and `max_lines_per_journal` (NetSuite's 200 and 1,000).
     """
 
@@ -496,14 +498,18 @@ class NetSuiteSandbox:
         # next request at once is never counted as two requests in flight.
         finished = False
         try:
-            if latency:
-                self._stop.wait(latency)
             try:
                 reply = self._process(data, exchange, in_flight, cap)
             except Exception as exc:  # a sandbox bug must still answer like a server
                 logger.exception("NetSuite sandbox failed on a %s request", exchange.operation)
                 exchange.fault_code = "UNEXPECTED_ERROR"
                 reply = _Reply(500, fault_envelope(unexpected(f"Sandbox error: {exc!r}")))
+            # Latency is the response time, the sandbox's own work included (a real
+            # account's latency includes its processing): the answer leaves `latency` after
+            # the request arrived, or when the work is done if that took longer.
+            remaining = exchange.started_at + latency - time.monotonic()
+            if remaining > 0:
+                self._stop.wait(remaining)
             if reply.drop_after is not None:
                 self._stop.wait(reply.drop_after)
                 finished = self._finish(exchange, None)
