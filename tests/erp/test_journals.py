@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tieout.erp.journals import (
     MAX_LINES,
@@ -293,3 +295,39 @@ def test_payload_hash_changes_with_content_only() -> None:
     assert a.payload_hash() == b.payload_hash()
     assert JournalEntry.from_payload(a.payload()) == a
     assert big_entry(4).payload_hash() != a.payload_hash()
+
+
+_texts = st.text(max_size=12) | st.sampled_from(["", "ü", '"\\/\b\f\n\r\t', "\x00\x1f\x7f", "𝄞"])
+_ids = st.none() | _texts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(_texts, min_size=5, max_size=5),
+    lines=st.lists(
+        st.tuples(_texts, st.integers(0, 10**15), st.integers(0, 10**15), _texts, _ids, _ids),
+        min_size=1,
+        max_size=4,
+    ),
+    base=st.sampled_from(["", "tieout-base"]),
+)
+def test_payload_text_is_exactly_what_json_dumps_writes(
+    texts: list[str], lines: list[tuple[Any, ...]], base: str
+) -> None:
+    """The ledger has stored `json.dumps(payload, sort_keys=True, separators=(",", ":"))` and
+    its hash since the start: the field-by-field text must be the same to the byte, or every
+    posted entry would look changed."""
+    import json
+
+    entry = JournalEntry(
+        external_id=texts[0], kind=texts[1], tran_date=date(2026, 3, 1), currency=texts[2],
+        subsidiary=texts[3], memo=texts[4], lines=tuple(JournalLine(*x) for x in lines),
+        base_id=base,
+    )  # fmt: skip
+    assert entry.payload_text == json.dumps(entry.payload(), sort_keys=True, separators=(",", ":"))
+    # Other value types (a bool, a Decimal) take json.dumps itself, not a wrong text.
+    odd = JournalEntry(
+        external_id=texts[0], kind=texts[1], tran_date=date(2026, 3, 1), currency=texts[2],
+        subsidiary=texts[3], memo=texts[4], lines=(JournalLine("1", True, 0),),  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert odd.payload_text == json.dumps(odd.payload(), sort_keys=True, separators=(",", ":"))

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -93,6 +94,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_STAGE_TRANSACTION: Final = 1_000
+
+
 class PostingLedger(StateTables):
     def __init__(self, url: str, schema: str | None = "tieout") -> None:
         super().__init__(url, schema)
@@ -125,8 +129,8 @@ class PostingLedger(StateTables):
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
             text = self._sql(conn, sql.replace("{rows}", ", ".join([one] * len(chunk))))
-            params = [*before, *(v for row in chunk for v in row), *after]
-            conn.exec_driver_sql(text, tuple(params))
+            params = (*before, *chain.from_iterable(chunk), *after)
+            conn.exec_driver_sql(text, params)
 
     def _stamp(self, conn: sa.Connection, moment: datetime) -> Any:
         """A timestamp as the driver takes it for this ledger's DateTime columns."""
@@ -262,16 +266,20 @@ class PostingLedger(StateTables):
                 )  # fmt: skip
         columns = ("system", "external_id", "record_type", "base_id", "kind", "payload_hash",
                    "payload", "status", "attempts", "created_at", "updated_at")  # fmt: skip
-        with self._write() as conn:
-            stamp = self._stamp(conn, now)
-            self._chunked(
-                conn,
-                # Fixed column names, no input: nothing to inject.
-                f"INSERT INTO {{t}} ({', '.join(columns)}) VALUES {{rows}}",  # noqa: S608
-                [(system, ext, record_type, base, kind, digest, text, PENDING, 0, stamp, stamp)
-                 for ext, base, kind, digest, text in inserts],
-            )  # fmt: skip
-            self._update_each(conn, system, updates)
+        # Written a thousand rows a transaction: the poster's threads mark their requests
+        # sent and confirmed between them instead of waiting for a whole window.
+        step = _STAGE_TRANSACTION
+        for start in range(0, max(len(inserts), len(updates)), step):
+            with self._write() as conn:
+                stamp = self._stamp(conn, now)
+                self._chunked(
+                    conn,
+                    # Fixed column names, no input: nothing to inject.
+                    f"INSERT INTO {{t}} ({', '.join(columns)}) VALUES {{rows}}",  # noqa: S608
+                    [(system, ext, record_type, base, kind, digest, text, PENDING, 0, stamp, stamp)
+                     for ext, base, kind, digest, text in inserts[start : start + step]],
+                )  # fmt: skip
+                self._update_each(conn, system, updates[start : start + step])
         return after
 
     def mark_sent(self, system: str, external_ids: Sequence[str]) -> None:

@@ -243,8 +243,10 @@ def _prepared_entry_class() -> type:
         `xsi:type`), so this value's `_xsd_type` is a `_DirectJournalEntryType`."""
 
         def __init__(self, xsd_type: Any, entry: JournalEntry, currency_id: str) -> None:
-            self._xsd_type = xsd_type
-            self.__values__ = OrderedDict(entry=entry, currency_id=currency_id)
+            # Past CompoundValue's own __setattr__, which is Python code run per attribute.
+            set_attribute = object.__setattr__
+            set_attribute(self, "_xsd_type", xsd_type)
+            set_attribute(self, "__values__", OrderedDict(entry=entry, currency_id=currency_id))
 
     return PreparedEntry
 
@@ -325,14 +327,15 @@ class _DirectJournalEntryType:
             node.set(attr_qname, attr_type.xmlvalue(internal_id) if fixed is None else fixed)
 
     def render(self, node: Any, value: Any, xsd_type: Any, render_path: Any) -> None:
-        entry, sub, ref = value["entry"], etree.SubElement, self._ref
+        values = object.__getattribute__(value, "__values__")
+        entry, sub, ref = values["entry"], etree.SubElement, self._ref
         for attr_qname, fixed, attr_type in self.entry_attrs:
             node.set(attr_qname, attr_type.xmlvalue(entry.external_id) if fixed is None else fixed)
         for name, qname, xsd in self.entry_elements:
             if name == "tranDate":
                 sub(node, qname).text = xsd.xmlvalue(tran_datetime(entry.tran_date))
             elif name == "currency":
-                ref(node, qname, value["currency_id"])
+                ref(node, qname, values["currency_id"])
             elif name == "subsidiary":
                 ref(node, qname, entry.subsidiary)
             elif name == "memo":
