@@ -3,19 +3,20 @@
 Builds --entries settlement-like journal entries (3-6 lines each: gateway-clearing credits per
 charge, a fee debit and the bank debit; USD/EUR/GBP/JPY), plans them against a fresh posting
 ledger in a temporary SQLite state database (`make_plan`), then applies the plan through the
-real path: `apply_posting` -> `apply_plan` (ledger stage/sent/confirmed, a thread pool of
-`concurrency`) -> `NetSuiteTarget.upsert` -> netsuitesdk's `client.request("upsertList", ...)`
-over zeep and HTTP to the NetSuite sandbox, which adds --latency to every request and refuses
-requests above --concurrency in flight with NetSuite's WS_REQUEST_BLOCKED fault.
+real path: `apply_posting` -> `apply_plan` (ledger stage/sent/confirmed, a thread pool with at
+most `concurrency` requests on the wire) -> `NetSuiteTarget.upsert` -> netsuitesdk's
+`client.request("upsertList", ...)` over zeep and HTTP to the NetSuite sandbox, which answers
+each request --latency after it arrived (its own work included) and refuses requests above
+--concurrency in flight with NetSuite's WS_REQUEST_BLOCKED fault.
 
 The sandbox runs in a separate process by default (`--no-sandbox-process` runs it in a thread
 of this one): a real NetSuite account is another machine, so the sandbox's own CPU work
 (parsing, validating, answering) should not share the poster's interpreter and GIL.
 
-Only the apply (posting) phase is timed; the plan time is reported too. Afterwards it measures
-zeep's own CPU for one request (rendering the upsertList; and parsing the answer, which the
-poster skips for well-formed answers) and prints the ceiling rendering alone puts on one
-posting interpreter. At the end the
+Only the apply (posting) phase is timed; connecting (fetching and parsing the WSDL) and the
+plan are timed apart. It prints how busy the sandbox's request slots were, then the CPU of
+rendering one request (tieout's direct rendering, and zeep's own for comparison) and of zeep
+parsing an answer (which the poster skips for well-formed answers). At the end the
 sandbox must hold exactly --entries journal entries and every ledger row must be confirmed,
 or the benchmark fails. The last line is
 
@@ -213,30 +214,38 @@ def make_settings(tmp: Path, info: SandboxInfo, concurrency: int, batch_size: in
 # ------------------------------------------------------------------------------ zeep's share
 
 
-def zeep_share(target: NetSuiteTarget, batch: list[JournalEntry], currencies: Any) -> tuple[
-    float, float
+def render_share(target: NetSuiteTarget, batch: list[JournalEntry], currencies: Any) -> tuple[
+    float, float, float
 ]:  # fmt: skip
-    """CPU milliseconds zeep itself spends on one upsertList of `batch`: rendering the request
-    (from the records tieout builds) and parsing the answer into objects. It bounds the
-    throughput of one posting interpreter whatever tieout and the sandbox do."""
+    """CPU milliseconds of one upsertList of `batch`: rendered by tieout's direct renderer
+    (what the poster does), rendered by zeep from its own values (what it would cost
+    without), and zeep parsing the answer into objects (which the poster skips for
+    well-formed answers)."""
+    from tieout.connectors.netsuite import _builder
+
     client = target._client()
     zeep_client, proxy = client._client, client._service_proxy
     binding = proxy._binding
-    records = [journal_record(client, e, currencies) for e in batch]
+    builder = _builder(client)
+    direct = [journal_record(client, e, currencies) for e in batch]
+    by_zeep = [builder.zeep_record(e, currencies[e.currency]) for e in batch]
     with zeep_client.settings(raw_response=True):  # one real answer to parse (an update)
-        answer = client.request("upsertList", record=records)
+        answer = client.request("upsertList", record=direct)
     rounds = 5
-    t = time.process_time()
-    for _ in range(rounds):
-        zeep_client.create_message(
+
+    def cpu_ms(call: Callable[[], Any]) -> float:
+        t = time.process_time()
+        for _ in range(rounds):
+            call()
+        return (time.process_time() - t) / rounds * 1000
+
+    def render(records: list[Any]) -> Callable[[], Any]:
+        return lambda: zeep_client.create_message(
             proxy, "upsertList", record=records, _soapheaders=client._build_soap_headers()
         )
-    render = (time.process_time() - t) / rounds
-    t = time.process_time()
-    for _ in range(rounds):
-        binding.process_reply(zeep_client, binding.get("upsertList"), answer)
-    parse = (time.process_time() - t) / rounds
-    return render * 1000, parse * 1000
+
+    parse = cpu_ms(lambda: binding.process_reply(zeep_client, binding.get("upsertList"), answer))
+    return cpu_ms(render(direct)), cpu_ms(render(by_zeep)), parse
 
 
 # ------------------------------------------------------------------------------ main
@@ -334,13 +343,10 @@ def main() -> int:
               f"request(s), max {stats['max_concurrent']} concurrent, faults "
               f"{stats['faults'] or 'none'}, record errors {stats['record_errors']}")  # fmt: skip
         print(f"  ledger: {dict(statuses)}")
-        render_ms, parse_ms = zeep_share(target, entries[:size], ns.currencies)
-        zeep_s = result.requests * render_ms / 1000
-        print(f"  zeep, per request of {size}: render {render_ms:.0f} ms of CPU (its parse of the "
-              f"answer, {parse_ms:.0f} ms, is skipped: tieout reads well-formed answers with "
-              f"lxml); {result.requests} request(s) need {zeep_s:.2f} s of one interpreter "
-              f"(ideal apply {n / limit:.2f} s): ceiling from zeep alone "
-              f"{min(1.0, n / limit / zeep_s):.2f}")  # fmt: skip
+        direct_ms, zeep_ms, parse_ms = render_share(target, entries[:size], ns.currencies)
+        print(f"  rendering a request of {size}: {direct_ms:.0f} ms of CPU (zeep's own rendering "
+              f"{zeep_ms:.0f} ms; its parse of the answer, {parse_ms:.0f} ms, is skipped: tieout "
+              f"reads well-formed answers with lxml)")  # fmt: skip
         problems = []
         if stats["journal_entries"] != n:
             problems.append(f"the sandbox holds {stats['journal_entries']} entries, not {n}")

@@ -181,6 +181,7 @@ def test_marks_reach_every_record_across_statement_chunks(ledger: PostingLedger)
 def test_apply_prepares_the_target_in_the_background(tmp_path: Path, fails: bool) -> None:
     """A target's `prepare` (NetSuite: connect) runs while the ledger is read and written; if
     it fails, the requests still go (the first one connects again and reports any error)."""
+    import gc
     import threading
     from datetime import date
 
@@ -206,12 +207,15 @@ def test_apply_prepares_the_target_in_the_background(tmp_path: Path, fails: bool
 
         def upsert(self, entries: list[SalesforceRecord]) -> dict[str, RecordOutcome]:
             assert prepared.wait(5)
+            # What existed before posting is set aside from the garbage collector meanwhile.
+            assert gc.get_freeze_count() > 0
             return {e.external_id: RecordOutcome(True, f"sf-{e.key}") for e in entries}
 
         def read_back(self, external_ids: list[str]) -> dict[str, str | None]:
             raise AssertionError("nothing was left unknown")
 
     result = apply_plan(plan, led, Preparing(), batch_size=2, concurrency=2)
+    assert gc.get_freeze_count() == 0  # and handed back
     assert prepared.is_set()
     assert len(result.confirmed) == 5
     led.dispose()

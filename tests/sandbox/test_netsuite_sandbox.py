@@ -805,3 +805,33 @@ def test_cli_prints_what_a_client_needs() -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
+
+
+def test_stored_journal_entries_are_independent_copies() -> None:
+    """The store keeps journal entries pickled: what a read returns is the caller's own,
+    changing it changes nothing stored, and an update keeps the created date and tranId."""
+    import gc
+
+    from tieout.sandbox.netsuite.store import RecordStore
+
+    store = RecordStore()
+    first = {"externalId": "je-1", "memo": "one", "lineList": {"line": [{"debit": Decimal("1.5")}]}}
+    created = store.upsert("journalEntry", first)
+    first["memo"] = "changed after the write"
+    got = store.get("journalEntry", external_id="je-1")
+    assert got is not None
+    assert got["memo"] == "one"
+    assert got["lineList"]["line"][0]["debit"] == Decimal("1.5")
+    got["lineList"]["line"].clear()
+    listed = store.all("journalEntry")
+    assert listed[0]["lineList"]["line"] == [{"debit": Decimal("1.5")}]
+    listed[0]["memo"] = "x"
+    assert store.by_external_id("journalEntry")["je-1"]["memo"] == "one"
+    store.upsert("journalEntry", {"externalId": "je-1", "memo": "two"})
+    again = store.get("journalEntry", internal_id=created.internal_id)
+    assert again is not None
+    assert (again["memo"], again["tranId"], again["createdDate"]) == (
+        "two", got["tranId"], got["createdDate"],
+    )  # fmt: skip
+    # Nothing of the stored entries is left for the garbage collector to walk.
+    assert not any(gc.is_tracked(v) for v in store._by_id["journalEntry"].values())

@@ -40,6 +40,8 @@ ACTIONS: Final = ("create", "retry", "update", "adjust")
 #: fraction of a second instead of after the whole first window is written.
 STAGE_WINDOW: Final = 20_000
 FIRST_STAGE_WINDOW: Final = 1_000
+#: Threads beyond `concurrency` for a target that gates its requests itself (see apply_plan).
+GATED_SPARE: Final = 2
 
 
 class Outcome(Protocol):
@@ -526,9 +528,11 @@ def apply_plan(
     # Staged a window at a time, each window's requests leaving while the next is staged: a
     # record is always `pending` in the ledger before it is sent, and the target works while
     # tieout stages (a million records stage in seconds).
-    # A target that bounds its own requests on the wire (`request_gate`, NetSuite) gets twice
-    # the threads: the next requests are built while `concurrency` are in flight.
-    workers = max(1, concurrency) * (2 if getattr(target, "request_gate", None) else 1)
+    # A target that bounds its own requests on the wire (`request_gate`, NetSuite) gets
+    # `GATED_SPARE` more threads: the next requests are built while `concurrency` are in
+    # flight. (More spares only add threads competing for the interpreter.)
+    gated = getattr(target, "request_gate", None) is not None
+    workers = max(1, concurrency) + (GATED_SPARE if gated else 0)
     # The next window is staged once every request staged so far has a thread: staged ahead
     # greedily, windows took the interpreter (and the ledger) from the first requests.
     waiting = 0

@@ -199,6 +199,8 @@ class _Shape:
     elements: tuple[ElementDecl, ...]  # none for simple content
     known: frozenset[str]  # the keys a value may have
     by_tag: dict[str, ElementDecl]  # elements by `{namespace}name` (ElementTree's tag)
+    #: Text-only elements by tag: their XSD type's local name, or "" for a simple type.
+    leaves: dict[str, str]
 
 
 class Schema:
@@ -284,7 +286,11 @@ class Schema:
                 known.add("value")
             by_tag = {(f"{{{d.namespace}}}{d.name}" if d.namespace else d.name): d
                       for d in self.all_elements(qname)}  # fmt: skip
-            shape = self._shapes[qname] = _Shape(attributes, elements, frozenset(known), by_tag)
+            leaves = {tag: (d.type[1] if d.type[0] == XSD else "") for tag, d in by_tag.items()
+                      if d.type[0] == XSD or d.type in self.simple_types}  # fmt: skip
+            shape = self._shapes[qname] = _Shape(
+                attributes, elements, frozenset(known), by_tag, leaves
+            )
         return shape
 
     # -- XML -> Python
@@ -319,14 +325,20 @@ class Schema:
         if ctype.simple_content is not None:
             out["value"] = _from_text(ctype.simple_content[1], element.text or "", "value")
             return out
-        decls = shape.by_tag
+        decls, leaves = shape.by_tag, shape.leaves
         for child in element:
-            decl = decls.get(child.tag)
+            tag = child.tag
+            decl = decls.get(tag)
             if decl is None:
-                raise SchemaViolation(
-                    f"unexpected element <{split_tag(child.tag)[1]}> in {actual[1]}"
-                )
-            value = self.decode(doc, child, decl.type)
+                raise SchemaViolation(f"unexpected element <{split_tag(tag)[1]}> in {actual[1]}")
+            leaf = leaves.get(tag)
+            if leaf is not None and child.get(_XSI_TYPE) is None:
+                # What the call below returns for a text-only element, without the call
+                # (most of a journal entry's elements are these).
+                text = child.text or ""
+                value = _from_text(leaf, text, decl.name) if leaf else text.strip()
+            else:
+                value = self.decode(doc, child, decl.type)
             if decl.many:
                 out.setdefault(decl.name, []).append(value)
             else:
