@@ -201,6 +201,7 @@ class _Shape:
     by_tag: dict[str, ElementDecl]  # elements by `{namespace}name` (ElementTree's tag)
     #: Text-only elements by tag: their XSD type's local name, or "" for a simple type.
     leaves: dict[str, str]
+    attr_types: dict[str, QName]  # `attributes` as a mapping
 
 
 class Schema:
@@ -289,7 +290,7 @@ class Schema:
             leaves = {tag: (d.type[1] if d.type[0] == XSD else "") for tag, d in by_tag.items()
                       if d.type[0] == XSD or d.type in self.simple_types}  # fmt: skip
             shape = self._shapes[qname] = _Shape(
-                attributes, elements, frozenset(known), by_tag, leaves
+                attributes, elements, frozenset(known), by_tag, leaves, dict(attributes)
             )
         return shape
 
@@ -318,9 +319,10 @@ class Schema:
         out: dict[str, Any] = {}
         if actual != declared:
             out["xsiType"] = actual[1]
-        for name, attr_type in shape.attributes:
-            raw = element.get(name)
-            if raw is not None:
+        attr_types = shape.attr_types
+        for name, raw in element.items():  # the few attributes present, in one call
+            attr_type = attr_types.get(name)
+            if attr_type is not None:
                 out[name] = _from_text(attr_type[1], raw, name) if attr_type[0] == XSD else raw
         if ctype.simple_content is not None:
             out["value"] = _from_text(ctype.simple_content[1], element.text or "", "value")
