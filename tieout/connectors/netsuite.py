@@ -87,6 +87,7 @@ def make_client(settings: NetSuiteSettings, base_dir: Path) -> Any:
     account = resolve_env(settings.account, "erp.netsuite.account")
     client = cls(account=account, caching=False, wsdl_version=settings.wsdl_version)
     client._client.transport.operation_timeout = settings.timeout_seconds
+    declare_prefixes(client)
     client.connect_tba(
         consumer_key=resolve_env(settings.consumer_key, "erp.netsuite.consumer_key"),
         consumer_secret=resolve_env(settings.consumer_secret, "erp.netsuite.consumer_secret"),
@@ -94,6 +95,20 @@ def make_client(settings: NetSuiteSettings, base_dir: Path) -> Any:
         token_secret=resolve_env(settings.token_secret, "erp.netsuite.token_secret"),
     )
     return client
+
+
+def declare_prefixes(client: Any) -> None:
+    """Declare a journal entry's namespace (under the prefix zeep already gives it, so
+    netsuitesdk's `nsNN:Type` names still resolve) and xsi once, on the SOAP envelope.
+    Otherwise every record's every top-level field declared the namespace again: a sixth
+    of a 200-entry request's bytes, and of the work of rendering and reading them."""
+    types = client._client.wsdl.types
+    namespace = etree.QName(client.JournalEntry.qname).namespace
+    prefix = {uri: name for name, uri in types.prefix_map.items()}.get(namespace)
+    if prefix:
+        types.set_ns_prefix(prefix, namespace)
+    if "xsi" not in types.prefix_map:
+        types.set_ns_prefix("xsi", "http://www.w3.org/2001/XMLSchema-instance")
 
 
 def clone_client(client: Any) -> Any:
