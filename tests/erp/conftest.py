@@ -95,7 +95,9 @@ def varied_entries(n: int, seed: int) -> list[JournalEntry]:
     import random
 
     rng = random.Random(seed)
-    memos = ["", "plain", "a & b < c > d \" e ' f", "Zürich – 東京 ✓", "x" * 4100, " spaced "]
+    memos = ["", "plain", "a & b < c > d \" e ' f", "Zürich – 東京 ✓", "x" * 4100, " spaced ",
+             "cr\rlf\n\ttab ]]> &amp; &#13;"]  # fmt: skip
+    suffixes = ["", "-<&>\"'", "-ü", "-\t\r\n-"]
     out = []
     for i in range(n):
         cur = rng.choice(["USD", "JPY", "KWD", "CLF", "EUR"])
@@ -115,7 +117,7 @@ def varied_entries(n: int, seed: int) -> list[JournalEntry]:
             )
         out.append(
             JournalEntry(
-                external_id=f"tieout-render-{seed}-{i}" + rng.choice(["", "-<&>\"'", "-ü"]),
+                external_id=f"tieout-render-{seed}-{i}" + rng.choice(suffixes),
                 kind="settlement",
                 tran_date=date.fromordinal(date(2024, 1, 1).toordinal() + i),
                 currency=cur,
@@ -132,7 +134,7 @@ def assert_renders_like_zeep(client: Any, entries: list[JournalEntry]) -> None:
     renders is byte for byte the one zeep renders from its own values."""
     from lxml import etree  # type: ignore[import-untyped]
 
-    from tieout.connectors.netsuite import _builder, _PreparedEntry
+    from tieout.connectors.netsuite import _builder, _PreparedEntry, journal_records
 
     builder = _builder(client)
     assert builder.direct is not None, "the direct renderer fell back to zeep's"
@@ -148,4 +150,11 @@ def assert_renders_like_zeep(client: Any, entries: list[JournalEntry]) -> None:
     assert all(isinstance(r, _PreparedEntry) for r in direct)
     by_zeep = [builder.zeep_record(e, ids[e.currency]) for e in entries]
     for start in range(0, len(entries), 50):
-        assert message(direct[start : start + 50]) == message(by_zeep[start : start + 50])
+        expected = message(by_zeep[start : start + 50])
+        assert message(direct[start : start + 50]) == expected
+        # As the poster makes them: a request's entries parsed in one call.
+        batch = journal_records(client, entries[start : start + 50], ids)
+        assert all(isinstance(r, _PreparedEntry) for r in batch)
+        assert message(batch) == expected
+        # Rendered again (a value used twice), each record's elements are made again.
+        assert message(batch) == expected

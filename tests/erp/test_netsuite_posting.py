@@ -356,3 +356,17 @@ def test_the_request_declares_each_namespace_once(
     # Nothing below the envelope declares a namespace of its own for these records.
     for element in envelope.iter(f"{{{tran}}}*"):
         assert tran not in {uri for p, uri in element.nsmap.items() if envelope.nsmap.get(p) != uri}
+
+
+def test_text_xml_cannot_carry_is_refused_naming_the_entry(
+    tmp_path: Path, sandbox: NetSuiteSandbox, credentials: dict[str, str]
+) -> None:
+    """A control character cannot travel in XML 1.0 (zeep's lxml refuses it too): the error
+    names the entry, wherever it sits in the request."""
+    from tieout.connectors.netsuite import journal_records
+
+    settings = make_settings(tmp_path, sandbox)
+    client = NetSuiteTarget(settings.erp.netsuite)._client()  # type: ignore[arg-type]
+    bad = replace(entry(2), memo="bell \x07 memo")
+    with pytest.raises(ValueError, match=r"tieout-test-0002.*XML cannot carry"):
+        journal_records(client, [entry(1), bad, entry(3)], {"USD": "1"})

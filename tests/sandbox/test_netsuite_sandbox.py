@@ -360,6 +360,26 @@ def test_account_restricted_to_another_subsidiary_is_refused(client: Any) -> Non
         assert list(sandbox.records("journalEntry")) == ["je-eu"]
 
 
+def test_a_list_request_sees_its_own_account_changes(sandbox: NetSuiteSandbox, client: Any) -> None:
+    """A list's entries share their account lookups (the store is locked for the list), but
+    an account the same list writes is looked up again for the records after it."""
+    account = client.upsert(
+        client.Account(externalId="acct-closing", acctName="Closing", acctType="_bank")
+    ).internalId
+    lines: list[Line] = [(account, "4.00", None), ("2", None, "4.00")]
+    statuses = upsert_list(
+        client,
+        [
+            journal_entry(client, "je-before", lines),
+            client.Account(externalId="acct-closing", acctName="Closing", isInactive=True),
+            journal_entry(client, "je-after", lines),
+        ],
+    )
+    assert [s.status.isSuccess for s in statuses] == [True, True, False]
+    assert statuses[2].status.statusDetail[0].code == CODE_INVALID_REF
+    assert list(sandbox.records("journalEntry")) == ["je-before"]
+
+
 def test_more_than_200_records_in_one_list_request_are_refused(
     sandbox: NetSuiteSandbox, client: Any
 ) -> None:

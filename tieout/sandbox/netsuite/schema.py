@@ -202,6 +202,9 @@ class _Shape:
     #: Text-only elements by tag: their XSD type's local name, or "" for a simple type.
     leaves: dict[str, str]
     attr_types: dict[str, QName]  # `attributes` as a mapping
+    #: Elements of a concrete complex type without simple content, by tag: that type's
+    #: `attr_types` (a RecordRef: when it has no children, its attributes are all of it).
+    compounds: dict[str, dict[str, QName]]
 
 
 class Schema:
@@ -289,8 +292,15 @@ class Schema:
                       for d in self.all_elements(qname)}  # fmt: skip
             leaves = {tag: (d.type[1] if d.type[0] == XSD else "") for tag, d in by_tag.items()
                       if d.type[0] == XSD or d.type in self.simple_types}  # fmt: skip
+            compounds = {
+                tag: dict(self.all_attributes(d.type))
+                for tag, d in by_tag.items()
+                if d.type in self.complex_types
+                and not self.complex_types[d.type].abstract
+                and self.complex_types[d.type].simple_content is None
+            }
             shape = self._shapes[qname] = _Shape(
-                attributes, elements, frozenset(known), by_tag, leaves, dict(attributes)
+                attributes, elements, frozenset(known), by_tag, leaves, dict(attributes), compounds
             )
         return shape
 
@@ -327,7 +337,7 @@ class Schema:
         if ctype.simple_content is not None:
             out["value"] = _from_text(ctype.simple_content[1], element.text or "", "value")
             return out
-        decls, leaves = shape.by_tag, shape.leaves
+        decls, leaves, compounds = shape.by_tag, shape.leaves, shape.compounds
         for child in element:
             tag = child.tag
             decl = decls.get(tag)
@@ -339,6 +349,19 @@ class Schema:
                 # (most of a journal entry's elements are these).
                 text = child.text or ""
                 value = _from_text(leaf, text, decl.name) if leaf else text.strip()
+            elif (
+                (child_attrs := compounds.get(tag)) is not None
+                and not len(child)
+                and child.get(_XSI_TYPE) is None
+            ):
+                # Likewise for an element of attributes only (a reference, a third of them).
+                value = {}
+                for name, raw in child.items():
+                    attr_type = child_attrs.get(name)
+                    if attr_type is not None:
+                        value[name] = (
+                            _from_text(attr_type[1], raw, name) if attr_type[0] == XSD else raw
+                        )
             else:
                 value = self.decode(doc, child, decl.type)
             if decl.many:

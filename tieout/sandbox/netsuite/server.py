@@ -73,6 +73,7 @@ from tieout.sandbox.netsuite.store import (
     RECORD_TYPES,
     RecordError,
     RecordStore,
+    References,
     normalize_journal_entry,
 )
 
@@ -656,12 +657,13 @@ class NetSuiteSandbox:
         # The store's lock is taken once for the list (NetSuite writes a list's records in
         # turn): taken per record, five requests' threads handed it back and forth 200 times.
         with self._store.locked():
+            references = References(self._store)
             for index, (record_type, fields) in enumerate(zip(record_types, records, strict=True)):
                 external_id = fields.get("externalId")
                 try:
                     if index in injected:
                         raise RecordError(injected[index].code, injected[index].message)
-                    internal_id = self._upsert_one(record_type, fields)
+                    internal_id = self._upsert_one(record_type, fields, references)
                 except RecordError as err:
                     exchange.record_errors.append((external_id, err.code))
                     responses.append({"status": status(False, err.code, err.message)})
@@ -672,7 +674,9 @@ class NetSuiteSandbox:
                     )
         return responses
 
-    def _upsert_one(self, record_type: str, fields: Mapping[str, Any]) -> str:
+    def _upsert_one(
+        self, record_type: str, fields: Mapping[str, Any], references: References | None = None
+    ) -> str:
         clean = {k: v for k, v in fields.items() if k != "xsiType" and k not in _READ_ONLY}
         if not clean.get("externalId"):
             raise RecordError(CODE_USER_ERROR, "Upsert requires an externalId.")
@@ -681,9 +685,15 @@ class NetSuiteSandbox:
                 # `clean` and its lines are this request's own decoded values, not shared:
                 # the normalized entry may reuse them, and the store may keep it as is.
                 record = normalize_journal_entry(
-                    self._store, clean, max_lines=self._max_lines_per_journal, owned=True
+                    self._store,
+                    clean,
+                    max_lines=self._max_lines_per_journal,
+                    owned=True,
+                    references=references,
                 )
                 return self._store.upsert(record_type, record, owned=True).internal_id
+            if references is not None:
+                references.forget()
             return self._store.upsert(record_type, clean).internal_id
 
     # -- reads
