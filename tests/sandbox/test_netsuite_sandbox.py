@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -853,5 +854,8 @@ def test_stored_journal_entries_are_independent_copies() -> None:
     assert (again["memo"], again["tranId"], again["createdDate"]) == (
         "two", got["tranId"], got["createdDate"],
     )  # fmt: skip
+    # NetSuite's timestamps: UTC, to the second.
+    stamp = datetime.strptime(again["lastModifiedDate"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - stamp).total_seconds()) < 5
     # Nothing of the stored entries is left for the garbage collector to walk.
     assert not any(gc.is_tracked(v) for v in store._by_id["journalEntry"].values())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,8 +132,18 @@ def _copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+_CLOCK: list[tuple[int, str]] = [(0, "")]
+
+
 def _now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    """The current second as NetSuite writes it (made once a second: a list request stamps
+    200 records)."""
+    second, text = _CLOCK[0]
+    now = int(time.time())
+    if now != second:
+        text = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+        _CLOCK[0] = (now, text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -313,7 +324,7 @@ class References:
         self._store = store
         self._found: dict[tuple[str, Any, Any], dict[str, Any] | None] = {}
         self._lineages: dict[str, list[str]] = {}
-        self._accounts: dict[tuple[str, str], dict[str, str] | None] = {}
+        self._accounts: dict[tuple[Any, Any, str], dict[str, str] | None] = {}
 
     def forget(self) -> None:
         """A record other than a journal entry was written: what it may change is looked
@@ -340,13 +351,17 @@ class References:
     ) -> dict[str, str] | None:
         """The line's account reference as stored, or None when the account does not exist,
         is inactive or is not available to the subsidiary."""
-        account = self.resolve("account", account_ref)
-        if account is None:
-            return None
-        key = (account["internalId"], sub_id)
+        key = (account_ref.get("internalId"), account_ref.get("externalId"), sub_id)
         if key not in self._accounts:
-            usable = not account.get("isInactive") and _account_available(account, sub_id, lineage)
-            self._accounts[key] = _short_ref(account, _account_name(account)) if usable else None
+            account = self.resolve("account", account_ref)
+            usable = (
+                account is not None
+                and not account.get("isInactive")
+                and _account_available(account, sub_id, lineage)
+            )
+            self._accounts[key] = (
+                _short_ref(account, _account_name(account)) if account and usable else None
+            )
         short = self._accounts[key]
         return None if short is None else dict(short)
 
@@ -419,8 +434,11 @@ def normalize_journal_entry(
             )
         line["account"] = account
         for side in ("debit", "credit"):
-            if line.get(side) is not None:
-                line[side] = Decimal(line[side]).quantize(quantum, rounding=ROUND_HALF_UP)
+            amount = line.get(side)
+            if amount is not None:
+                if type(amount) is not Decimal:
+                    amount = Decimal(amount)
+                line[side] = amount.quantize(quantum, rounding=ROUND_HALF_UP)
         debits += line.get("debit") or 0
         credits += line.get("credit") or 0
     if debits != credits:
