@@ -257,6 +257,10 @@ def test_answers_read_with_lxml_agree_with_zeep(tmp_path: Path, sandbox: NetSuit
     assert write_statuses(b"not xml at all") is None
     no_id = answer.content.replace(b'internalId="', b'internalIdX="')
     assert write_statuses(no_id) is None
+    tag = b"<platformMsgs:writeResponse>"
+    assert answer.content.count(tag) == 3
+    commented = answer.content.replace(tag, tag + b"<!-- a comment -->")
+    assert write_statuses(commented) == expected
 
 
 def test_journal_entries_render_as_zeep_renders_them(

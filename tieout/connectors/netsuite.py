@@ -597,12 +597,21 @@ def write_statuses(content: bytes) -> list[WriteStatus] | None:
     if listed is None:
         return None
     out = []
-    for item in listed.iterfind("{*}writeResponse"):
-        status, ref = item.find("{*}status"), item.find("{*}baseRef")
+    # The items are in the list's namespace; lxml filters them by exact tag without Python.
+    write_tag = listed.tag[: -len("writeResponseList")] + "writeResponse"
+    for item in listed.iterchildren(write_tag):
+        status = ref = None
+        for child in item:  # two children: cheaper than two namespace-wildcard searches
+            tag = child.tag
+            name = tag.rpartition("}")[2] if isinstance(tag, str) else ""  # "": a comment
+            if name == "status" and status is None:
+                status = child
+            elif name == "baseRef" and ref is None:
+                ref = child
         if status is None:
             return None
         ok = status.get("isSuccess") in ("true", "1")
-        detail = status.find("{*}statusDetail")
+        detail = status.find("{*}statusDetail") if len(status) else None
         code = message = ""
         if detail is not None:
             code = detail.findtext("{*}code") or ""

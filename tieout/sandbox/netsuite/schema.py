@@ -17,6 +17,7 @@ QName-valued attributes (xsi:type) needs.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET  # element type names; lxml's elements behave alike
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -381,30 +382,33 @@ class Schema:
         actual = declared
         tag = f"{_PREFIX_OF[namespace]}:{name}"
         type_attr = ""
-        if isinstance(value, Mapping) and "xsiType" in value:
+        is_mapping = type(value) is dict or isinstance(value, Mapping)
+        if is_mapping and "xsiType" in value:
             actual = self.subtype_named(declared, value["xsiType"])
             type_attr = f' xsi:type="{_PREFIX_OF[actual[0]]}:{actual[1]}"'
         if actual[0] == XSD or actual in self.simple_types:
-            out.append(f"<{tag}{type_attr}>{escape(_to_text(value))}</{tag}>")
+            out.append(f"<{tag}{type_attr}>{_text(_to_text(value))}</{tag}>")
             return
         ctype = self.complex_types[actual]
         if ctype.abstract:
             raise ValueError(f"{name}: abstract {actual[1]} needs an 'xsiType'")
-        if not isinstance(value, Mapping):
+        if not is_mapping:
             raise ValueError(f"{name}: expected a mapping for {actual[1]}, got {value!r}")
         shape = self._shape(actual)
         attributes, elements = shape.attributes, shape.elements
-        unknown = set(value) - shape.known
-        if unknown:
+        if not shape.known.issuperset(value):
+            unknown = set(value) - shape.known
             raise ValueError(f"{actual[1]} has no field(s) {sorted(unknown)}")
         attr_text = "".join(
-            f" {a}={quoteattr(_to_text(value[a]))}"
-            for a, _ in attributes
-            if value.get(a) is not None
+            [
+                f" {a}={_attribute(_to_text(value[a]))}"
+                for a, _ in attributes
+                if value.get(a) is not None
+            ]
         )
         out.append(f"<{tag}{type_attr}{attr_text}>")
         if ctype.simple_content:
-            out.append(escape(_to_text(value.get("value", ""))))
+            out.append(_text(_to_text(value.get("value", ""))))
         for decl in elements:
             item = value.get(decl.name)
             if item is None:
@@ -445,6 +449,21 @@ def _from_text(xsd_type: str, text: str, where: str) -> Any:
             raise SchemaViolation(f"<{where}>: {stripped!r} is not a finite number")
         return number
     return stripped
+
+
+_MARKUP: Final = re.compile(r"[&<>]")
+_ATTRIBUTE_MARKUP: Final = re.compile(r"[&<>\"'\n\r\t]")
+
+
+def _text(text: str) -> str:
+    """`escape(text)`, without its three replacements when there is nothing to escape (a
+    response's values almost never have)."""
+    return escape(text) if _MARKUP.search(text) else text
+
+
+def _attribute(text: str) -> str:
+    """`quoteattr(text)`, likewise."""
+    return quoteattr(text) if _ATTRIBUTE_MARKUP.search(text) else f'"{text}"'
 
 
 def _to_text(value: Any) -> str:
