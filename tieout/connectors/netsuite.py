@@ -341,9 +341,11 @@ class _DirectJournalEntryType:
             return f"{prefixes[q.namespace]}:{q.localname}"
 
         # zeep's String.xmlvalue of a str is the str itself; its Double's is str(value).
-        [(ref_qname, fixed, ref_type)] = ref_attrs if len(ref_attrs) == 1 else [(None, "", None)]
-        if fixed is not None or type(ref_type) is not String:
-            raise _Unsupported("a RecordRef is not one string attribute")
+        if len(ref_attrs) != 1 or ref_attrs[0][1] is not None:
+            raise _Unsupported("a RecordRef is not one used attribute")
+        ref_qname, _, ref_type = ref_attrs[0]
+        if type(ref_type) is not String:
+            raise _Unsupported("a RecordRef's internalId is not a string")
         self.ref_attr = tag(ref_qname)
         self.namespaces = "".join(f' xmlns:{p}="{uri}"' for uri, p in sorted(prefixes.items()))
         self.entry_elements = [(name, tag(qname), xsd) for name, qname, xsd in entry_elements]
