@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tieout.connectors.ledger import CONFIRMED, PostingLedger
-from tieout.connectors.netsuite import NetSuiteTarget, journal_records
+from tieout.connectors.netsuite import NetSuiteTarget, journal_records, request_bytes
 from tieout.demo_erp import DEMO_ACCOUNTS, DEMO_BANKS, seed_suspense
 from tieout.erp.journals import JournalEntry, JournalLine
 from tieout.erp.plan import make_plan
@@ -217,9 +217,9 @@ def make_settings(tmp: Path, info: SandboxInfo, concurrency: int, batch_size: in
 def render_share(target: NetSuiteTarget, batch: list[JournalEntry], currencies: Any) -> tuple[
     float, float, float
 ]:  # fmt: skip
-    """CPU milliseconds of one upsertList of `batch`: rendered by tieout's direct renderer
-    (what the poster does), rendered by zeep from its own values (what it would cost
-    without), and zeep parsing the answer into objects (which the poster skips for
+    """CPU milliseconds of one upsertList of `batch`, rendered and serialized: by tieout's
+    direct renderer (what the poster does) and by zeep from its own values (what it would
+    cost without); and of zeep parsing the answer into objects (which the poster skips for
     well-formed answers)."""
     from tieout.connectors.netsuite import _builder
 
@@ -239,12 +239,15 @@ def render_share(target: NetSuiteTarget, batch: list[JournalEntry], currencies: 
         return (time.process_time() - t) / rounds * 1000
 
     def render(records: Callable[[], list[Any]]) -> Callable[[], Any]:
-        return lambda: zeep_client.create_message(
-            proxy, "upsertList", record=records(), _soapheaders=client._build_soap_headers()
+        """The request's bytes as the transport sends them."""
+        return lambda: request_bytes(
+            zeep_client.create_message(
+                proxy, "upsertList", record=records(), _soapheaders=client._build_soap_headers()
+            )
         )
 
     parse = cpu_ms(lambda: binding.process_reply(zeep_client, binding.get("upsertList"), answer))
-    # As the poster does it: the request's entries made and parsed together, then rendered.
+    # As the poster does it: the request's entries' texts made together, then rendered.
     direct = render(lambda: journal_records(client, batch, currencies))
     return cpu_ms(direct), cpu_ms(render(lambda: by_zeep)), parse
 

@@ -132,9 +132,8 @@ def varied_entries(n: int, seed: int) -> list[JournalEntry]:
 def assert_renders_like_zeep(client: Any, entries: list[JournalEntry]) -> None:
     """The poster's direct rendering is in use for `client`'s WSDL, and the upsertList it
     renders is byte for byte the one zeep renders from its own values."""
-    from lxml import etree  # type: ignore[import-untyped]
 
-    from tieout.connectors.netsuite import _builder, _PreparedEntry, journal_records
+    from tieout.connectors.netsuite import _builder, _PreparedEntry, journal_records, request_bytes
 
     builder = _builder(client)
     assert builder.direct is not None, "the direct renderer fell back to zeep's"
@@ -144,7 +143,7 @@ def assert_renders_like_zeep(client: Any, entries: list[JournalEntry]) -> None:
         envelope = client._client.create_message(
             client._service_proxy, "upsertList", record=records
         )
-        return bytes(etree.tostring(envelope))
+        return request_bytes(envelope)
 
     direct = [builder.journal_entry(e, ids[e.currency]) for e in entries]
     assert all(isinstance(r, _PreparedEntry) for r in direct)

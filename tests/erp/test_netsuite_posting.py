@@ -343,15 +343,17 @@ def test_the_request_declares_each_namespace_once(
     do not redeclare them field by field (a sixth of a request's bytes otherwise)."""
     from lxml import etree  # type: ignore[import-untyped]
 
-    from tieout.connectors.netsuite import _builder
+    from tieout.connectors.netsuite import _builder, request_bytes
 
     settings = make_settings(tmp_path, sandbox)
     client = NetSuiteTarget(settings.erp.netsuite)._client()  # type: ignore[arg-type]
     builder = _builder(client)
     records = [builder.journal_entry(e, "1") for e in varied_entries(20, seed=3)]
-    envelope = client._client.create_message(client._service_proxy, "upsertList", record=records)
-    text = etree.tostring(envelope).decode()
+    rendered = client._client.create_message(client._service_proxy, "upsertList", record=records)
+    sent = request_bytes(rendered)
+    text, envelope = sent.decode(), etree.fromstring(sent)
     tran = "urn:general_2023_2.transactions.webservices.netsuite.com"
+    assert len(envelope.findall(f".//{{{tran}}}line")) > 20
     xsi = "http://www.w3.org/2001/XMLSchema-instance"
     assert text.count(f'="{tran}"') == 1
     assert text.count(f'="{xsi}"') == 1

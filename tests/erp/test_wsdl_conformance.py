@@ -20,7 +20,7 @@ from lxml import etree  # type: ignore[import-untyped]
 
 from tests.erp.conftest import ENV, assert_renders_like_zeep, varied_entries
 from tests.erp.test_journals import ACCOUNTS, DAY, batch, big_entry, invoice, line, sline
-from tieout.connectors.netsuite import RECORD_TYPE, journal_record, make_client
+from tieout.connectors.netsuite import RECORD_TYPE, journal_record, make_client, request_bytes
 from tieout.erp.journals import (
     MAX_LINES,
     JournalEntry,
@@ -145,8 +145,10 @@ ENTRIES = tieout_entries()
 
 
 def _body(client: Any, operation: str, **kwargs: Any) -> etree._Element:
+    """The operation's element as the client sends it."""
     envelope = client._client.create_message(client._service_proxy, operation, **kwargs)
-    return envelope.find(f"{SOAP_ENV}Body")[0]
+    sent = etree.fromstring(request_bytes(envelope))
+    return sent.find(f"{SOAP_ENV}Body")[0]
 
 
 def _assert_valid(schema: etree.XMLSchema, element: etree._Element) -> None:

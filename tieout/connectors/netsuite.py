@@ -259,12 +259,12 @@ def _prepared_entry_class() -> type:
         `xsi:type`), so this value's `_xsd_type` is a `_DirectJournalEntryType`."""
 
         def __init__(
-            self, xsd_type: Any, entry: JournalEntry, currency_id: str, children: Any = None
+            self, xsd_type: Any, entry: JournalEntry, currency_id: str, text: str | None = None
         ) -> None:
             # Past CompoundValue's own __setattr__, which is Python code run per attribute.
             set_attribute = object.__setattr__
             set_attribute(self, "_xsd_type", xsd_type)
-            values = OrderedDict(entry=entry, currency_id=currency_id, children=children)
+            values = OrderedDict(entry=entry, currency_id=currency_id, text=text)
             set_attribute(self, "__values__", values)
 
     return PreparedEntry
@@ -304,15 +304,18 @@ def _steps(xsd_type: Any, used: Sequence[str]) -> tuple[list[_AttrStep], list[_E
 class _DirectJournalEntryType:
     """Renders a `_PreparedEntry` into the request zeep is building: the elements and
     attributes zeep's generic renderer makes for the values `_RecordBuilder.zeep_record` gives
-    it (in the WSDL's order, with the text zeep's `xmlvalue` gives), written as XML text
-    and parsed by lxml in one call instead of made element by element from Python: zeep's
-    own rendering took about 30 ms of CPU per 200-entry request, lxml calls per element
-    about 13, this about 8 (zeep's work on the request included).
+    it (in the WSDL's order, with the text zeep's `xmlvalue` gives), written as the XML text
+    lxml serializes them to. zeep makes each record's element (its externalId and xsi:type);
+    the record's children stand in it as a marker comment until the request is serialized,
+    when `request_bytes` puts their text in its place. zeep's own rendering took about 30 ms
+    of CPU per 200-entry request, lxml calls per element about 13, parsing this text and
+    moving the elements into the request 8, this about 5 (zeep's work on the request
+    included).
 
     Names, order and types come from the client's WSDL; the element namespaces must have
-    prefixes on the envelope (`declare_prefixes`), which the parsed elements take over when
-    they move into the request. `_RecordBuilder` renders a probe entry both ways when it is
-    made and uses zeep's renderer unless the two requests are byte for byte the same."""
+    prefixes on the envelope (`declare_prefixes`), which the text uses. `_RecordBuilder`
+    renders a probe entry both ways when it is made and uses zeep's renderer unless the two
+    requests are byte for byte the same."""
 
     def __init__(self, client: Any) -> None:
         entry, line = client.JournalEntry, client.JournalEntryLine
@@ -347,7 +350,6 @@ class _DirectJournalEntryType:
         if type(ref_type) is not String:
             raise _Unsupported("a RecordRef's internalId is not a string")
         self.ref_attr = tag(ref_qname)
-        self.namespaces = "".join(f' xmlns:{p}="{uri}"' for uri, p in sorted(prefixes.items()))
         self.entry_elements = [(name, tag(qname), xsd) for name, qname, xsd in entry_elements]
         self.list_attrs = "".join(
             f" {tag(q)}={_xml_attr(fixed)}" for q, fixed, _ in list_attrs if fixed is not None
@@ -357,53 +359,36 @@ class _DirectJournalEntryType:
         types = {name: xsd for name, _, xsd in line_elements}
         self.plain_memo = type(types.get("memo")) is String
         self.double = next((t for t in types.values() if type(t) is Double), None)
-        #: Elements whose text may be empty: "" renders `<a></a>`, which parses back as no
-        #: text at all (`<a/>`), so their text is set again after parsing.
-        self.memo_tags = [
-            etree.QName(qname).text
-            for name, qname, _ in (*entry_elements, *line_elements)
-            if name == "memo"
-        ]
 
     def _ref(self, tag: str, internal_id: str) -> str:
         return f"<{tag} {self.ref_attr}={_xml_attr(str(internal_id))}/>"
 
-    def children(self, entries: Sequence[tuple[JournalEntry, str]]) -> list[Any]:
-        """The child elements of each (entry, currency id), under one element per entry,
-        parsed in one call for a whole request."""
-        parts = [f"<r{self.namespaces}>"]
+    def texts(self, entries: Sequence[tuple[JournalEntry, str]]) -> list[str]:
+        """The children of each (entry, currency id)'s record as serialized XML text."""
+        out = []
+        parts: list[str] = []
         add = parts.append
         for entry, currency_id in entries:
-            add("<e>")
             self._entry(add, entry, currency_id)
-            add("</e>")
-        add("</r>")
-        try:
-            # lxml's default parser (one per thread); the text is tieout's own, escaped.
-            root = etree.fromstring("".join(parts).encode())
-        except etree.XMLSyntaxError as exc:  # zeep's lxml calls refuse the same text
-            if len(entries) > 1:  # name the entry
-                for one in entries:
-                    self.children([one])
-            raise ValueError(
-                f"journal entry {entries[0][0].external_id!r} has text XML cannot carry: {exc}"
-            ) from None
-        if any(not e.memo or any(not x.memo for x in e.lines) for e, _ in entries):
-            for memo in root.iter(*self.memo_tags):
-                if memo.text is None:
-                    memo.text = ""
-        return list(root)
+            text = "".join(parts)
+            parts.clear()
+            if _NOT_XML.search(text) is not None:  # zeep's lxml calls refuse it too
+                raise ValueError(
+                    f"journal entry {entry.external_id!r} has text XML cannot carry (a control "
+                    "character, U+FFFE/U+FFFF or a lone surrogate): remove it from the source"
+                )
+            out.append(text)
+        return out
 
     def render(self, node: Any, value: Any, xsd_type: Any, render_path: Any) -> None:
         values = object.__getattribute__(value, "__values__")
         entry: JournalEntry = values["entry"]
         for attr_qname, fixed, attr_type in self.entry_attrs:
             node.set(attr_qname, attr_type.xmlvalue(entry.external_id) if fixed is None else fixed)
-        parsed = values["children"]
-        if parsed is None or not len(parsed):  # not parsed ahead, or used by a rendering before
-            parsed = self.children([(entry, values["currency_id"])])[0]
-        # Moved, not copied: their namespaces become the envelope's declarations.
-        node.extend(list(parsed))
+        text = values["text"]
+        if text is None:  # not made ahead (`journal_records` makes a request's together)
+            text = self.texts([(entry, values["currency_id"])])[0]
+        node.append(_splices.marker(text))
         if self._xsd_name:
             node.set(self.xsi_type, self._xsd_name)
         if self.qname:
@@ -457,6 +442,52 @@ class _DirectJournalEntryType:
                 elif name == "class" and line.class_:
                     add(ref(tag, line.class_))
             add(f"</{line_tag}>")
+
+
+#: What XML 1.0 cannot carry (lxml refuses it in zeep's own rendering too).
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_MARKER: Final = re.compile(rb"<!--tieout-record:(\d+)-->")
+
+
+class _Splices(threading.local):
+    """Record texts waiting for their request to be serialized, per thread: zeep renders a
+    request and its transport posts it in the thread that called it."""
+
+    def __init__(self) -> None:
+        self.texts: dict[int, str] = {}
+        self.count = 0
+
+    def marker(self, text: str) -> Any:
+        """The comment that stands for `text` in the request zeep renders."""
+        self.count += 1
+        self.texts[self.count] = text
+        return etree.Comment(f"tieout-record:{self.count}")
+
+    def fill(self, message: bytes) -> bytes:
+        """`message` (a request serialized in UTF-8) with each marker replaced by its text.
+        Texts of requests rendered in this thread and never sent are dropped."""
+        texts, self.texts = self.texts, {}
+        if not texts and b"<!--tieout-record:" not in message:
+            return message
+        try:
+            return _MARKER.sub(lambda m: texts.pop(int(m[1])).encode(), message)
+        except KeyError:
+            raise RuntimeError(
+                "a journal entry rendered in another thread is in this request"
+            ) from None
+
+
+_splices: Final = _Splices()
+
+
+def request_bytes(envelope: Any) -> bytes:
+    """The request as sent: serialized as zeep serializes it (`etree_to_string`: UTF-8, an
+    XML declaration), the records' texts in place of their markers. The transport of a
+    client tieout uses sends this; anything else that needs a request's bytes must use it."""
+    from zeep.wsdl.utils import etree_to_string
+
+    serialized: bytes = etree_to_string(envelope)  # type: ignore[no-untyped-call]
+    return _splices.fill(serialized)
 
 
 _TEXT_SPECIAL: Final = re.compile(r"[&<>\r]")
@@ -515,7 +546,7 @@ def _direct_type(client: Any, builder: _RecordBuilder) -> _DirectJournalEntryTyp
 
     def render(record: Any) -> bytes:
         envelope = zeep_client.create_message(proxy, "upsertList", record=[record, record])
-        return bytes(etree.tostring(envelope))
+        return request_bytes(envelope)
 
     ours = render(_PreparedEntry(direct, _PROBE, "4"))
     if ours != render(builder.zeep_record(_PROBE, "4")):
@@ -532,6 +563,7 @@ _BUILDERS_LOCK: Final = threading.Lock()
 def _builder(client: Any) -> _RecordBuilder:
     """The record builder of the client's WSDL: clones share the parsed WSDL and its types,
     so they share one builder (and its one probe of the direct renderer)."""
+    _fill_on_send(client)
     wsdl = client._client.wsdl
     builder: _RecordBuilder | None = getattr(wsdl, "_tieout_record_builder", None)
     if builder is None:
@@ -550,16 +582,16 @@ def journal_record(client: Any, entry: JournalEntry, currencies: Mapping[str, st
 def journal_records(
     client: Any, entries: Sequence[JournalEntry], currencies: Mapping[str, str]
 ) -> list[Any]:
-    """`journal_record` of each entry, for one request: the direct renderer parses their
-    elements in one call."""
+    """`journal_record` of each entry, for one request (the direct renderer's texts made
+    together, so an entry XML cannot carry is named before anything is sent)."""
     builder = _builder(client)
     pairs = [(e, _currency_id(e, currencies)) for e in entries]
     if builder.direct is None:
         return [builder.zeep_record(e, currency_id) for e, currency_id in pairs]
-    children = builder.direct.children(pairs)
+    texts = builder.direct.texts(pairs)
     return [
-        _PreparedEntry(builder.direct, e, currency_id, parsed)
-        for (e, currency_id), parsed in zip(pairs, children, strict=True)
+        _PreparedEntry(builder.direct, e, currency_id, text)
+        for (e, currency_id), text in zip(pairs, texts, strict=True)
     ]
 
 
@@ -668,20 +700,31 @@ def _classify(exc: BaseException) -> RetryableError | None:
     return None
 
 
-def _gate(client: Any, gate: threading.BoundedSemaphore) -> None:
-    """Have `client`'s transport hold `gate` while a request is on the wire, so at most the
-    gate's count of requests reach NetSuite at once however many threads build requests.
-    The transport object stays (its session, timeouts and cache); only its class gains the
-    gate."""
+def _fill_on_send(client: Any, gate: threading.BoundedSemaphore | None = None) -> None:
+    """Have `client`'s transport put the records' texts into a request before it leaves
+    (`request_bytes`) and, with a `gate`, hold the gate while the request is on the wire, so
+    at most the gate's count of requests reach NetSuite at once however many threads build
+    requests. The transport object stays (its session, timeouts and cache); only its class
+    changes."""
     transport = client._client.transport
+    if gate is None and getattr(transport, "_tieout_fills", False):
+        return
     plain: Any = type(transport)
 
-    class GatedTransport(plain):  # type: ignore[misc]
+    class FillingTransport(plain):  # type: ignore[misc]
+        _tieout_fills = True
+
+        def post_xml(self, address: str, envelope: Any, headers: Any) -> Any:
+            # zeep's hook for serializing a request another way; done before the gate.
+            return self.post(address, request_bytes(envelope), headers)
+
         def post(self, address: str, message: Any, headers: Any) -> Any:
+            if gate is None:
+                return super().post(address, message, headers)
             with gate:
                 return super().post(address, message, headers)
 
-    transport.__class__ = GatedTransport
+    transport.__class__ = FillingTransport
 
 
 class NetSuiteTarget:
@@ -720,7 +763,7 @@ class NetSuiteTarget:
                     client = clone_client(self._first)
                 else:
                     client = self._factory()
-                _gate(client, self.request_gate)
+                _fill_on_send(client, self.request_gate)
                 _builder(client)  # the first one checks the direct renderer
             self._local.client = client
         return client
