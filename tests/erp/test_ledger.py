@@ -113,7 +113,6 @@ def test_every_record_is_staged_before_it_is_sent_window_by_window(
     from tieout.erp.plan import apply_plan, make_record_plan
     from tieout.revenue.model import SalesforceRecord
 
-    monkeypatch.setattr(plan_module, "FIRST_STAGE_WINDOW", 20)  # windows of 20, 40, 50, 50..
     monkeypatch.setattr(plan_module, "STAGE_WINDOW", 50)
     led = PostingLedger(f"sqlite:///{tmp_path / 'state.db'}", None)
     records = [
@@ -150,7 +149,7 @@ def test_every_record_is_staged_before_it_is_sent_window_by_window(
 
     monkeypatch.setattr(led, "stage", counting_stage)
     result = apply_plan(plan, led, Recording(), batch_size=10, concurrency=3)
-    assert staged == [20, 40, 50, 50, 50, 20]  # growing windows of whole requests
+    assert staged == [50, 50, 50, 50, 30]  # windows of whole requests
     assert sorted(sent) == sorted(r.external_id for r in records[7:])  # once each
     assert result.skipped == sorted(r.external_id for r in done)
     assert result.confirmed == sorted(sent)

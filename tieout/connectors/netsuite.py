@@ -721,8 +721,21 @@ def _fill_on_send(client: Any, gate: threading.BoundedSemaphore | None = None) -
         def post(self, address: str, message: Any, headers: Any) -> Any:
             if gate is None:
                 return super().post(address, message, headers)
+            # What `requests` does for `session.post`, with only the exchange itself under
+            # the gate: the request is prepared before, and the gate is let go once the
+            # answer's headers are in (NetSuite has done the request then), its body read
+            # after. Nothing is logged: the body carries the token passport.
+            import requests
+
+            session = self.session
+            request = session.prepare_request(
+                requests.Request("POST", address, data=message, headers=headers)
+            )
+            options = session.merge_environment_settings(request.url, {}, True, None, None)
             with gate:
-                return super().post(address, message, headers)
+                response = session.send(request, timeout=self.operation_timeout, **options)
+            response.content  # noqa: B018 - reads the body (`stream` was on)
+            return response
 
     transport.__class__ = FillingTransport
 
