@@ -133,7 +133,13 @@ def assert_renders_like_zeep(client: Any, entries: list[JournalEntry]) -> None:
     """The poster's direct rendering is in use for `client`'s WSDL, and the upsertList it
     renders is byte for byte the one zeep renders from its own values."""
 
-    from tieout.connectors.netsuite import _builder, _PreparedEntry, journal_records, request_bytes
+    from tieout.connectors.netsuite import (
+        _builder,
+        _PreparedEntries,
+        _PreparedEntry,
+        journal_records,
+        request_bytes,
+    )
 
     builder = _builder(client)
     assert builder.direct is not None, "the direct renderer fell back to zeep's"
@@ -153,7 +159,7 @@ def assert_renders_like_zeep(client: Any, entries: list[JournalEntry]) -> None:
         assert message(direct[start : start + 50]) == expected
         # As the poster makes them: a request's entries parsed in one call.
         batch = journal_records(client, entries[start : start + 50], ids)
-        assert all(isinstance(r, _PreparedEntry) for r in batch)
+        assert [type(r) for r in batch] == [_PreparedEntries]
         assert message(batch) == expected
         # Rendered again (a value used twice), each record's elements are made again.
         assert message(batch) == expected

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -364,15 +365,29 @@ def test_the_request_declares_each_namespace_once(
         assert tran not in {uri for p, uri in element.nsmap.items() if envelope.nsmap.get(p) != uri}
 
 
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda e: replace(e, memo="bell \x07 memo"),
+        lambda e: replace(e, memo="not a character \ufffe"),
+        lambda e: replace(e, subsidiary="1\x00"),  # an attribute
+        lambda e: replace(
+            e, lines=(replace(e.lines[0], memo="lone \ud800 surrogate"), *e.lines[1:])
+        ),
+        lambda e: replace(e, lines=(*e.lines[:-1], replace(e.lines[-1], department="\x1f"))),
+    ],
+    ids=["memo", "ufffe", "reference", "line-memo", "line-reference"],
+)
 def test_text_xml_cannot_carry_is_refused_naming_the_entry(
-    tmp_path: Path, sandbox: NetSuiteSandbox, credentials: dict[str, str]
+    tmp_path: Path, sandbox: NetSuiteSandbox, credentials: dict[str, str], spoil: Any
 ) -> None:
-    """A control character cannot travel in XML 1.0 (zeep's lxml refuses it too): the error
-    names the entry, wherever it sits in the request."""
+    """A control character, U+FFFE/U+FFFF or a lone surrogate cannot travel in XML 1.0
+    (zeep's lxml refuses them too): the error names the entry, wherever the character sits in
+    it and wherever the entry sits in the request."""
     from tieout.connectors.netsuite import journal_records
 
     settings = make_settings(tmp_path, sandbox)
     client = NetSuiteTarget(settings.erp.netsuite)._client()  # type: ignore[arg-type]
-    bad = replace(entry(2), memo="bell \x07 memo")
+    bad = spoil(entry(2))
     with pytest.raises(ValueError, match=r"tieout-test-0002.*XML cannot carry"):
         journal_records(client, [entry(1), bad, entry(3)], {"USD": "1"})
