@@ -660,7 +660,7 @@ def journal_records(
     before anything is sent)."""
     builder = _builder(client)
     pairs = [(e, _currency_id(e, currencies)) for e in entries]
-    if builder.direct is None:
+    if builder.direct is None or not pairs:
         return [builder.zeep_record(e, currency_id) for e, currency_id in pairs]
     return [_PreparedEntries(builder.direct, builder.direct.texts(pairs, whole=True))]
 

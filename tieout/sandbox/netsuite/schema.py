@@ -309,9 +309,9 @@ class Schema:
     # -- XML -> Python
 
     def _plan(self, qname: QName) -> _Plan | None:
-        """How `decode_plain` decodes a `qname` element (None for an abstract type or one with
-        simple content). Elements it has no step for (an abstract or simple-content type,
-        a type being planned) are left to `decode`."""
+        """How `decode_records` decodes a `qname` element (None for an abstract type or one
+        with simple content). Elements it has no step for (an abstract or simple-content
+        type, a type being planned) are left to `decode`."""
         if qname in self._plans:
             return self._plans[qname]
         self._plans[qname] = None  # a recursive type is decoded by `decode`
@@ -336,10 +336,11 @@ class Schema:
         self, doc: XmlDoc, element: ET.Element, declared: QName, typed: int
     ) -> dict[str, Any] | None:
         """What `decode(doc, element, declared)` gives for a list request's element (one
-        repeated element of an abstract type, e.g. upsertList's records), with half the
-        work, when the document has `typed` xsi:type attributes at most and each record has
-        one of them (so no element below a record has one); None otherwise, or when a record holds
-        something only `decode` reads (which then decodes it, or refuses what is wrong)."""
+        repeated element of an abstract type, e.g. upsertList's records), with two thirds of
+        the work, when the document has `typed` xsi:type attributes at most and each record
+        has one of them (so no element below a record has one); None otherwise, or when a
+        record holds something only `decode` reads (which then decodes it, or refuses what
+        is wrong)."""
         shape = self._shape(declared)
         if len(shape.by_tag) != 1 or element.items():
             return None
