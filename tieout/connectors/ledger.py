@@ -188,22 +188,22 @@ class PostingLedger(StateTables):
         `IN (...)` cost seconds more than the scan. Otherwise the rows come in chunks."""
         self.ensure()
         t = self.table
-        wanted = sorted(set(ids))
+        wanted = set(ids)
         if not wanted:
             return
         with self.engine.connect() as conn:
             if len(wanted) >= _SCAN_FROM:
                 count = sa.select(sa.func.count()).select_from(t).where(t.c.system == system)
                 if conn.execute(count).scalar_one() <= _SCAN_RATIO * len(wanted):
-                    keep = set(wanted)
                     scan = sa.select(key, *columns).where(t.c.system == system)
                     for row in conn.execute(scan):
-                        if row[0] in keep:
+                        if row[0] in wanted:
                             yield tuple(row)
                     return
-            for i in range(0, len(wanted), _CHUNK):
+            chunks = sorted(wanted)  # sorted only for chunks (a scan needs no order)
+            for i in range(0, len(chunks), _CHUNK):
                 q = sa.select(key, *columns).where(
-                    t.c.system == system, key.in_(wanted[i : i + _CHUNK])
+                    t.c.system == system, key.in_(chunks[i : i + _CHUNK])
                 )
                 for row in conn.execute(q):
                     yield tuple(row)

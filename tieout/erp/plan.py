@@ -598,15 +598,20 @@ def _check_fresh(plan: Plan, ledger: PostingLedger, system: str) -> None:
     """Refuse a plan the ledger has moved past: records outside the plan appeared or changed
     for its entries, or one of its records was confirmed with other content meanwhile. A
     re-apply of the same plan (after a crash) is fresh: only its own records moved."""
-    bases = sorted(plan.fingerprints)
+    wanted = plan.fingerprints
     # Keys, statuses and hashes only: reading every payload of a million-record plan is slow.
-    rows = ledger.key_states(system, base_ids=bases) if bases else {}
+    rows = ledger.key_states(system, base_ids=wanted) if wanted else {}
     sending = {p.entry.external_id: p for p in plan.entries}
     grouped: dict[str, list[Any]] = defaultdict(list)
     for row in rows.values():
         if row.external_id not in sending:
             grouped[row.base_id].append(row)
-    moved = [b for b in bases if _fingerprint(grouped.get(b, [])) != plan.fingerprints[b]]
+    # Most bases have no other rows (a first post): their fingerprint is the empty one.
+    moved = sorted(
+        b
+        for b, want in wanted.items()
+        if (_fingerprint(grouped[b]) if b in grouped else _EMPTY_FINGERPRINT) != want
+    )
     moved += [
         x
         for x, p in sending.items()
