@@ -296,6 +296,8 @@ class _Unsupported(Exception):
     """The client's WSDL shapes a journal entry in a way the direct renderer does not cover."""
 
 
+#: Reference and date texts a direct renderer keeps (a dict lookup instead of escaping).
+_REFS_KEPT: Final = 10_000
 _AttrStep = tuple[Any, str | None, Any]  # qname, fixed text (None: a used one), type
 _ElementStep = tuple[str, Any, Any]  # name, qname, type
 
@@ -372,6 +374,8 @@ class _DirectJournalEntryType:
         if type(ref_type) is not String:
             raise _Unsupported("a RecordRef's internalId is not a string")
         self.ref_attr = tag(ref_qname)
+        self._refs: dict[tuple[str, str], str] = {}
+        self._days: dict[date, str] = {}
         # A record's attributes as zeep sets them: the WSDL's (externalId and the defaults),
         # then xsi:type (the second `node.set` in `render` wins).
         self.record_attrs: list[tuple[str, str | None]] = []
@@ -392,7 +396,13 @@ class _DirectJournalEntryType:
         self.double = next((t for t in types.values() if type(t) is Double), None)
 
     def _ref(self, tag: str, internal_id: str) -> str:
-        return f"<{tag} {self.ref_attr}={_xml_attr(str(internal_id))}/>"
+        key = (tag, internal_id)
+        text = self._refs.get(key)
+        if text is None:
+            text = f"<{tag} {self.ref_attr}={_xml_attr(str(internal_id))}/>"
+            if len(self._refs) < _REFS_KEPT:  # references repeat: accounts, subsidiaries
+                self._refs[key] = text
+        return text
 
     def texts(self, entries: Sequence[tuple[JournalEntry, str]], whole: bool = False) -> list[str]:
         """The children of each (entry, currency id)'s record as serialized XML text; `whole`:
@@ -437,7 +447,12 @@ class _DirectJournalEntryType:
     def _entry(self, add: Callable[[str], None], entry: JournalEntry, currency_id: str) -> None:
         for name, tag, xsd in self.entry_elements:
             if name == "tranDate":
-                add(f"<{tag}>{_xml_text(xsd.xmlvalue(tran_datetime(entry.tran_date)))}</{tag}>")
+                day = self._days.get(entry.tran_date)
+                if day is None:
+                    day = _xml_text(xsd.xmlvalue(tran_datetime(entry.tran_date)))
+                    if len(self._days) < _REFS_KEPT:
+                        self._days[entry.tran_date] = day
+                add(f"<{tag}>{day}</{tag}>")
             elif name == "currency":
                 add(self._ref(tag, currency_id))
             elif name == "subsidiary":
