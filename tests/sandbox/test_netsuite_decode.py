@@ -1,5 +1,7 @@
-"""The sandbox decodes a list request's records the short way (`Schema.decode_records`)
-exactly as its generic decoder does, and leaves anything else to the generic decoder."""
+"""The sandbox's short ways for list requests: it decodes the records
+(`Schema.decode_records`) exactly as its generic decoder does, leaving anything else to
+the generic decoder, and writes the answers' successes (`WriteResponses`) exactly as its
+encoder does."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from tieout.connectors.netsuite import journal_records, request_bytes
 from tieout.sandbox.netsuite import NetSuiteSandbox
 from tieout.sandbox.netsuite.client import sandbox_client
 from tieout.sandbox.netsuite.schema import MESSAGES, SOAP_ENV, SchemaViolation, XmlDoc, load_schema
-from tieout.sandbox.netsuite.soap import parse_request
+from tieout.sandbox.netsuite.soap import WriteResponses, parse_request, response_envelope, status
 
 CURRENCIES = {"USD": "1", "JPY": "2", "KWD": "3", "CLF": "4", "EUR": "5", "GBP": "6"}
 
@@ -92,3 +94,27 @@ def test_an_unknown_element_in_a_record_is_refused_as_before(client: Any) -> Non
     assert short is not None
     with pytest.raises(SchemaViolation, match="unexpected element <nonsense>"):
         parse_request(load_schema(), bad)
+
+
+@pytest.mark.parametrize(
+    "external_id", ["plain-1", "a<&>\"'b", 'only " double', "ü-ñ-東京", "tab\tcr\rnl\n", "{braces}"]
+)
+def test_list_answers_are_written_as_the_encoder_writes_them(external_id: str) -> None:
+    """A list write's successes come from a template of the encoder's output: the same
+    bytes as the encoder's, whatever the ids hold."""
+    schema = load_schema()
+    written = WriteResponses(schema)
+    items = [("7", external_id, "journalEntry"), ("12345", external_id + "-2", "account")]
+    ref = "RecordRef"
+    generic = [
+        {"status": status(True),
+         "baseRef": {"xsiType": ref, "internalId": i, "type": t, "externalId": e}}
+        for i, e, t in items
+    ]  # fmt: skip
+    fast = [written.written(i, e, t) for i, e, t in items]
+
+    def answer(responses: list[Any]) -> bytes:
+        value = {"writeResponseList": {"status": status(True), "writeResponse": responses}}
+        return response_envelope(schema, "upsertList", value, "WEBSERVICES_test")
+
+    assert answer(fast) == answer(generic)

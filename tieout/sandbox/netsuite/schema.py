@@ -439,6 +439,9 @@ class Schema:
         """Append `<prefix:name>` for `value` (a decoded-shape value) to `out`."""
         if value is None:
             return
+        if type(value) is EncodedXml:
+            out.append(value)
+            return
         actual = declared
         tag = f"{_PREFIX_OF[namespace]}:{name}"
         type_attr = ""
@@ -485,6 +488,11 @@ class Schema:
     def encode_global(self, out: list[str], element: QName, value: Any) -> None:
         decl = self.elements[element]
         self.encode(out, decl.namespace, decl.name, decl.type, value)
+
+
+class EncodedXml(str):
+    """A value already encoded as its element's text, which `Schema.encode` writes as it is
+    (made from a template of the encoder's own output: see `soap.WriteResponses`)."""
 
 
 _STRING, _LEAF, _COMPLEX = 0, 1, 2

@@ -51,6 +51,7 @@ from tieout.sandbox.netsuite.search import matches
 from tieout.sandbox.netsuite.soap import (
     SoapFaultError,
     SoapRequest,
+    WriteResponses,
     concurrent_session,
     fault_envelope,
     invalid_login,
@@ -210,6 +211,7 @@ class NetSuiteSandbox:
         self._credentials = credentials
         self._requested_port = port
         self._schema = load_schema()
+        self._written = WriteResponses(self._schema)
         self._store = RecordStore()
         self._faults = FaultBook()
         self._lock = threading.Lock()
@@ -619,7 +621,7 @@ class NetSuiteSandbox:
                     f"The request contains {len(records)} records; "
                     f"the maximum for a list operation is {self._max_records_per_list}.",
                 )
-            responses = self._upsert_all(records, operation, exchange)
+            responses = self._upsert_all(records, operation, exchange, self._written)
             return {"writeResponseList": {"status": status(True), "writeResponse": responses}}
         if operation == "get":
             return {"readResponse": self._read(body["baseRef"])}
@@ -647,13 +649,18 @@ class NetSuiteSandbox:
     # -- writes
 
     def _upsert_all(
-        self, records: Sequence[Mapping[str, Any]], operation: str, exchange: _Exchange
-    ) -> list[dict[str, Any]]:
-        """One writeResponse per record; a failing record never stops the others."""
+        self,
+        records: Sequence[Mapping[str, Any]],
+        operation: str,
+        exchange: _Exchange,
+        written: WriteResponses | None = None,
+    ) -> list[Any]:
+        """One writeResponse per record; a failing record never stops the others. `written`:
+        successes already encoded (a list's writeResponses, 200 alike)."""
         record_types = [_record_type_of(r) for r in records]
         external_ids = [r.get("externalId") for r in records]
         injected = self._faults.take_record_failures(operation, external_ids)
-        responses: list[dict[str, Any]] = []
+        responses: list[Any] = []
         # The store's lock is taken once for the list (NetSuite writes a list's records in
         # turn): taken per record, five requests' threads handed it back and forth 200 times.
         with self._store.locked():
@@ -668,6 +675,9 @@ class NetSuiteSandbox:
                     exchange.record_errors.append((external_id, err.code))
                     responses.append({"status": status(False, err.code, err.message)})
                 else:
+                    if written is not None and type(external_id) is str:
+                        responses.append(written.written(internal_id, external_id, record_type))
+                        continue
                     ref = {"xsiType": "RecordRef", "internalId": internal_id, "type": record_type}
                     responses.append(
                         {"status": status(True), "baseRef": {**ref, "externalId": external_id}}

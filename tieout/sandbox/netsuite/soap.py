@@ -16,9 +16,11 @@ from tieout.sandbox.netsuite.schema import (
     MESSAGES,
     PREFIXES,
     SOAP_ENV,
+    EncodedXml,
     Schema,
     SchemaViolation,
     XmlDoc,
+    _attribute,
     split_tag,
 )
 
@@ -159,6 +161,38 @@ def fault_envelope(fault: SoapFaultError) -> bytes:
         "</soapenv:Fault>"
     )
     return _envelope("", body)
+
+
+class WriteResponses:
+    """A list write's successful writeResponses, written from a template of what the encoder
+    writes for one (a fifth of its work for 200 alike): the same text, values quoted as the
+    encoder quotes them."""
+
+    def __init__(self, schema: Schema) -> None:
+        answer = schema.elements[(MESSAGES, "upsertListResponse")].type
+        [listed] = [d for d in schema.all_elements(answer) if d.name == "writeResponseList"]
+        [item] = [d for d in schema.all_elements(listed.type) if d.name == "writeResponse"]
+        sample = {
+            "status": status(True),
+            "baseRef": {"xsiType": "RecordRef", "internalId": "\x01", "externalId": "\x02",
+                        "type": "\x03"},
+        }  # fmt: skip
+        out: list[str] = []
+        schema.encode(out, item.namespace, item.name, item.type, sample)
+        template = "".join(out).replace("{", "{{").replace("}", "}}")
+        for sentinel, field in (("\x01", "{i}"), ("\x02", "{e}"), ("\x03", "{t}")):
+            if template.count(f'"{sentinel}"') != 1 or template.count(sentinel) != 1:
+                raise RuntimeError("the writeResponse template did not come out as expected")
+            template = template.replace(f'"{sentinel}"', field)
+        self.template = template
+
+    def written(self, internal_id: str, external_id: str, record_type: str) -> EncodedXml:
+        """What the encoder writes for `{"status": status(True), "baseRef": {RecordRef}}`."""
+        return EncodedXml(
+            self.template.format(
+                i=_attribute(internal_id), e=_attribute(external_id), t=_attribute(record_type)
+            )
+        )
 
 
 def status(success: bool, code: str | None = None, message: str | None = None) -> dict[str, Any]:
