@@ -53,8 +53,8 @@ def assert_decoded_the_generic_way(data: bytes) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_records_decode_as_the_generic_decoder_decodes_them(client: Any, seed: int) -> None:
     """Varied entries (every currency exponent, debit/credit/both, segments or not, empty,
-    long, non-ASCII memos and XML's special characters): the same values, types and key
-    order (the store and the answers keep them)."""
+    long, non-ASCII memos and XML's special characters): the same values and key order (the
+    store and the answers keep them)."""
     data = upsert_list(client, varied_entries(60, seed=seed))
     short, generic = both_ways(data)
     assert short is not None, "the short way declined a plain list request"

@@ -165,7 +165,7 @@ def fault_envelope(fault: SoapFaultError) -> bytes:
 
 class WriteResponses:
     """A list write's successful writeResponses, written from a template of what the encoder
-    writes for one (a fifth of its work for 200 alike): the same text, values quoted as the
+    writes for one (a third of its work for 200 alike): the same text, values quoted as the
     encoder quotes them."""
 
     def __init__(self, schema: Schema) -> None:
