@@ -258,14 +258,11 @@ def _prepared_entry_class() -> type:
         its `_xsd_type` when that is not the declared type (how it renders a subtype with
         `xsi:type`), so this value's `_xsd_type` is a `_DirectJournalEntryType`."""
 
-        def __init__(
-            self, xsd_type: Any, entry: JournalEntry, currency_id: str, text: str | None = None
-        ) -> None:
+        def __init__(self, xsd_type: Any, entry: JournalEntry, currency_id: str) -> None:
             # Past CompoundValue's own __setattr__, which is Python code run per attribute.
             set_attribute = object.__setattr__
             set_attribute(self, "_xsd_type", xsd_type)
-            values = OrderedDict(entry=entry, currency_id=currency_id, text=text)
-            set_attribute(self, "__values__", values)
+            set_attribute(self, "__values__", OrderedDict(entry=entry, currency_id=currency_id))
 
     return PreparedEntry
 
@@ -374,8 +371,8 @@ class _DirectJournalEntryType:
         if type(ref_type) is not String:
             raise _Unsupported("a RecordRef's internalId is not a string")
         self.ref_attr = tag(ref_qname)
-        self._refs: dict[tuple[str, str], str] = {}
-        self._days: dict[date, str] = {}
+        #: Texts written before, by (tag, internal id) for references and by date for days.
+        self._kept: dict[object, str] = {}
         # A record's attributes as zeep sets them: the WSDL's (externalId and the defaults),
         # then xsi:type (the second `node.set` in `render` wins).
         self.record_attrs: list[tuple[str, str | None]] = []
@@ -395,14 +392,16 @@ class _DirectJournalEntryType:
         self.plain_memo = type(types.get("memo")) is String
         self.double = next((t for t in types.values() if type(t) is Double), None)
 
+    def _keep(self, key: object, text: str) -> str:
+        if len(self._kept) < _REFS_KEPT:  # they repeat: accounts, subsidiaries, days
+            self._kept[key] = text
+        return text
+
     def _ref(self, tag: str, internal_id: str) -> str:
         key = (tag, internal_id)
-        text = self._refs.get(key)
-        if text is None:
-            text = f"<{tag} {self.ref_attr}={_xml_attr(str(internal_id))}/>"
-            if len(self._refs) < _REFS_KEPT:  # references repeat: accounts, subsidiaries
-                self._refs[key] = text
-        return text
+        return self._kept.get(key) or self._keep(
+            key, f"<{tag} {self.ref_attr}={_xml_attr(str(internal_id))}/>"
+        )
 
     def texts(self, entries: Sequence[tuple[JournalEntry, str]], whole: bool = False) -> list[str]:
         """The children of each (entry, currency id)'s record as serialized XML text; `whole`:
@@ -435,10 +434,7 @@ class _DirectJournalEntryType:
         entry: JournalEntry = values["entry"]
         for attr_qname, fixed, attr_type in self.entry_attrs:
             node.set(attr_qname, attr_type.xmlvalue(entry.external_id) if fixed is None else fixed)
-        text = values["text"]
-        if text is None:  # not made ahead (`journal_records` makes a request's together)
-            text = self.texts([(entry, values["currency_id"])])[0]
-        node.append(_splices.marker(text))
+        node.append(_splices.marker(self.texts([(entry, values["currency_id"])])[0]))
         if self._xsd_name:
             node.set(self.xsi_type, self._xsd_name)
         if self.qname:
@@ -447,11 +443,9 @@ class _DirectJournalEntryType:
     def _entry(self, add: Callable[[str], None], entry: JournalEntry, currency_id: str) -> None:
         for name, tag, xsd in self.entry_elements:
             if name == "tranDate":
-                day = self._days.get(entry.tran_date)
-                if day is None:
-                    day = _xml_text(xsd.xmlvalue(tran_datetime(entry.tran_date)))
-                    if len(self._days) < _REFS_KEPT:
-                        self._days[entry.tran_date] = day
+                day = self._kept.get(entry.tran_date) or self._keep(
+                    entry.tran_date, _xml_text(xsd.xmlvalue(tran_datetime(entry.tran_date)))
+                )
                 add(f"<{tag}>{day}</{tag}>")
             elif name == "currency":
                 add(self._ref(tag, currency_id))
