@@ -1107,34 +1107,28 @@ class _Engine:
         gateway's schedule; None when the amounts could overflow 64-bit integers."""
         n_gw, n_cur = len(self.gws), len(self.curs)
         has = np.zeros(n_gw, dtype=bool)
-        bps = np.zeros(n_gw, dtype=np.int64)
-        fx_bps = np.zeros(n_gw, dtype=np.int64)
+        rate = np.zeros((n_gw, 2), dtype=np.int64)  # gateway x (plain, converted)
         tol = np.zeros(n_gw, dtype=np.int64)
         fixed = np.zeros((n_gw, n_cur), dtype=np.int64)
         for g, gateway in enumerate(self.gws):
             sch = schedules.get(gateway) if gateway is not None else None
             if sch is None:
                 continue
-            has[g], bps[g], fx_bps[g], tol[g] = (
-                True,
-                sch.percent_bps,
-                sch.fx_bps,
-                sch.tolerance_minor,
-            )
+            has[g], tol[g] = True, sch.tolerance_minor
+            rate[g] = (sch.percent_bps, sch.percent_bps + sch.fx_bps)
             for c, cur in enumerate(self.curs):
                 if cur is not None:
                     fixed[g, c] = sch.fixed_minor.get(cur, 0)
-        rates = [s.percent_bps + min(s.fx_bps, 0) for s in schedules.values()]
         tops = [s.percent_bps + max(s.fx_bps, 0) for s in schedules.values()]
         fixes = [abs(f) for s in schedules.values() for f in s.fixed_minor.values()]
-        if min(rates) < 0 or min(s.tolerance_minor for s in schedules.values()) < 0:
+        if rate.min() < 0 or tol.min() < 0:
             return None
         day = self.l_day
+        fee_col = self.line_in.column("fee_minor")
         sel = self.l_in & (self.l_kind == 1) & has[self.l_gw]
         sel &= (day >= self.first) & (day <= self.last)
+        sel &= self.l_gross_ok & _valid(fee_col)
         idx = np.flatnonzero(sel)
-        fee_col = self.line_in.column("fee_minor")
-        known = (self.l_gross_ok & _valid(fee_col))[idx]
         gross, fee = self.l_gross[idx], _ints(fee_col, 0)[idx]
         limit = 2**62
         top = max(1, *tops)
@@ -1147,23 +1141,18 @@ class _Engine:
             or largest(fee) + max(fixes, default=0) >= limit // 2
         ):
             return None
-        fx = self.l_pcur[idx] > 0
-        gi, ci = self.l_gw[idx], self.l_cur[idx]
-        # Per gateway (a handful) rather than gathered per line: ten million lookups into tiny
-        # tables cost more than a few passes of comparisons.
-        rate = np.zeros(idx.size, dtype=np.int64)
-        tolerance = np.zeros(idx.size, dtype=np.int64)
-        fixed_fee = np.zeros(idx.size, dtype=np.int64)
-        for code in np.flatnonzero(has):
-            at = gi == code
-            rate[at] = bps[code]
-            if fx_bps[code]:
-                rate[at & fx] += fx_bps[code]
-            tolerance[at] = tol[code]
-            for cur_code in np.flatnonzero(fixed[code]):
-                fixed_fee[at & (ci == cur_code)] = fixed[code, cur_code]
-        expected = (2 * np.abs(gross) * rate + 10_000) // 20_000 + fixed_fee
-        off = known & (np.abs(fee - expected) > tolerance)
+        # Looked up in tables of a handful of entries by (gateway, converted) and (gateway,
+        # currency): one gather each, in place where possible (ten million lines).
+        gi = self.l_gw[idx].astype(np.intp)
+        expected = np.abs(gross)
+        expected *= 2 * rate.ravel()[gi * 2 + (self.l_pcur[idx] > 0)]
+        expected += 10_000
+        expected //= 20_000
+        expected += fixed.ravel()[gi * n_cur + self.l_cur[idx]]
+        gap = fee - expected
+        np.abs(gap, out=gap)
+        tolerance = tol[gi]
+        off = gap > tolerance
         return [
             (int(rn), int(e), int(t))
             for rn, e, t in zip(idx[off], expected[off], tolerance[off], strict=True)
