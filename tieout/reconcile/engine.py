@@ -168,17 +168,23 @@ FROM {src}
 WHERE true {gateway_filter}
 """
 
-#: Pass 1 as one full outer join on (gateway, kind, reference), payment lines only; each row
-#: is a payment, a line, or a pair sharing a reference, by row number (the pair's verdict is
-#: read from the coded columns, see `by_reference`). Keys shared by several payments or lines
-#: show as several pair rows and are taken out afterwards.
+#: Pass 1 as one full outer join on (gateway and kind as one code, reference), payment lines
+#: only, over coded copies of the columns it reads (`pj`, `lj`, see `by_reference`): each row is
+#: a payment, a line, or a pair sharing a reference with its verdict, by row number. Joining on
+#: a small integer instead of two strings halves the join. Keys shared by several payments or
+#: lines show as several pair rows and are taken out afterwards.
 JOIN_SQL: Final = """
-SELECT p._rn AS prn, l._rn AS lrn
-FROM (SELECT _rn, gateway, kind, ref FROM p) p
+SELECT p.rn AS prn, l.rn AS lrn,
+       (CASE WHEN p.rn IS NULL OR l.rn IS NULL THEN 0
+             WHEN p.bad THEN 1
+             WHEN p.cur > 0 AND l.cur = p.cur THEN (CASE WHEN l.gross = p.amt THEN 2 ELSE 3 END)
+             WHEN p.cur > 0 AND l.pcur = p.cur THEN (CASE WHEN l.pamt = p.amt THEN 2 ELSE 3 END)
+             ELSE 4 END)::TINYINT AS v
+FROM (SELECT * FROM pj WHERE gk <> 0) p
 FULL OUTER JOIN (
-    SELECT _rn, gateway, category, ref
-    FROM l WHERE category IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
-) l ON p.gateway = l.gateway AND p.kind = l.category AND p.ref = l.ref
+    SELECT gk, CASE WHEN k = 1 THEN gref ELSE mref END AS ref, rn, cur, gross, pcur, pamt
+    FROM lj WHERE gk <> 0
+) l ON p.gk = l.gk AND p.ref = l.ref
 """
 
 #: Pair verdicts as the join codes them; `multi` marks the rows of keys shared by several
@@ -221,26 +227,15 @@ WITH paid AS (
     SELECT invoice_id, sum(rec)::BIGINT AS received
     FROM inv_part WHERE keep AND invoice_id IS NOT NULL GROUP BY invoice_id),
 credit AS (SELECT invoice_id, sum(amount_minor)::BIGINT AS credited
-           FROM cn GROUP BY invoice_id),
-flagged AS (
-    SELECT * FROM (
-        SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
-               coalesce(credit.credited, 0) AS credited, paid.received
-        FROM inv JOIN paid USING (invoice_id)
-        LEFT JOIN credit USING (invoice_id))
-    WHERE (status = 'paid' AND received <> total_minor - credited)
-        OR (status IN ('void', 'uncollectible', 'draft') AND received <> 0)
-        OR (status = 'open' AND total_minor - credited > 0
-            AND received >= total_minor - credited)),
--- Only for the few flagged invoices: whether the range touches them, their last day, gateway.
-seen AS (
-    SELECT invoice_id, max(sday) AS last_day, bool_or(touched) AS touched, min(grank) AS grank
-    FROM inv_part
-    WHERE keep AND invoice_id IN (SELECT invoice_id FROM flagged)
-    GROUP BY invoice_id)
-SELECT flagged.*, seen.last_day, seen.grank
-FROM flagged JOIN seen USING (invoice_id)
-WHERE seen.touched
+           FROM cn GROUP BY invoice_id)
+SELECT * FROM (
+    SELECT inv.invoice_id, inv.status, inv.currency, inv.total_minor,
+           coalesce(credit.credited, 0) AS credited, paid.received
+    FROM inv JOIN paid USING (invoice_id)
+    LEFT JOIN credit USING (invoice_id))
+WHERE (status = 'paid' AND received <> total_minor - credited)
+    OR (status IN ('void', 'uncollectible', 'draft') AND received <> 0)
+    OR (status = 'open' AND total_minor - credited > 0 AND received >= total_minor - credited)
 ORDER BY invoice_id
 """
 
@@ -559,57 +554,36 @@ class _Engine:
         """Pass 1; returns the payments and payment lines no reference joined, for the
         later passes (succeeded payments only: a failed or pending one without a line agrees
         with the gateway, and no later pass could match it)."""
+        self.register_join_inputs()
         j = self.con.sql(JOIN_SQL).to_arrow_table()
-        prn = _ints(j.column("prn"), -1)
-        lrn = _ints(j.column("lrn"), -1)
+        self.con.unregister("pj")
+        self.con.unregister("lj")
+        prn = _ints(j.column("prn"), -1).astype(np.intp)
+        lrn = _ints(j.column("lrn"), -1).astype(np.intp)
+        v = _ints(j.column("v"), 0)
         del j
-        has_p, has_l = prn >= 0, lrn >= 0
-        pair = has_p & has_l
-        # The pair's verdict, as the CASE of SQL would give it (a null compares unequal).
-        pp, ll = prn[pair], lrn[pair]
-        cur = self.p_cur[pp]
-        amt, amt_ok = self.p_amt[pp], self.p_amt_ok[pp]
-        same = (self.l_cur[ll] == cur) & (cur > 0)
-        presented = (self.l_pcur[ll] == cur) & (cur > 0)
-        eq_gross = self.l_gross_ok[ll] & amt_ok & (self.l_gross[ll] == amt)
-        eq_pres = self.l_pamt_ok[ll] & amt_ok & (self.l_pamt[ll] == amt)
-        v = np.zeros(prn.size, dtype=np.int8)
-        v[pair] = np.select(
-            [self.p_status[pp] & ~self.p_ok[pp], same, presented],
-            [
-                V_STATUS,
-                np.where(eq_gross, V_MATCHED, V_AMOUNT),
-                np.where(eq_pres, V_MATCHED, V_AMOUNT),
-            ],
-            V_CURRENCY,
-        )
-        del pp, ll, cur, amt, amt_ok, same, presented, eq_gross, eq_pres
+        pair = v > 0
+        lone_p, lone_l = prn[~pair & (lrn < 0)], lrn[~pair & (prn < 0)]
+        prn, lrn, v = prn[pair], lrn[pair], v[pair]
         # A key is shared when one of its pair rows repeats its payment or its line.
         n_p, n_l = self.pay_in.num_rows, self.line_in.num_rows
-        per_p = np.bincount(prn[pair], minlength=n_p)
-        per_l = np.bincount(lrn[pair], minlength=n_l)
-        multi = np.zeros(prn.size, dtype=bool)
-        multi[pair] = (per_p[prn[pair]] > 1) | (per_l[lrn[pair]] > 1)
-        del per_p, per_l
+        multi = np.bincount(prn, minlength=n_p)[prn] > 1
+        multi |= np.bincount(lrn, minlength=n_l)[lrn] > 1
         v[multi] = V_MULTI
-        one = pair & ~multi
-        # Per payment and per line, by row number (0 / -1: not a payment row of the join).
-        pi, li = prn[has_p], lrn[has_l]
-        self.p_in = _scatter(n_p, pi, True)
-        self.p_v = _scatter(n_p, pi, v[has_p])
-        self.p_lrn = _scatter(n_p, prn[one], lrn[one], fill=-1)
-        ok = np.zeros(prn.size, dtype=bool)
-        ok[has_p] = self.p_ok[pi]
-        self.l_in = _scatter(n_l, li, True)
-        self.l_v = _scatter(n_l, li, v[has_l])
-        self.l_prn = _scatter(n_l, lrn[one], prn[one], fill=-1)
+        # Per payment and per line, by row number (0 / -1: no partner).
+        self.p_v = _scatter(n_p, prn, v)
+        self.l_v = _scatter(n_l, lrn, v)
+        matched = v == V_MATCHED
+        self.p_lrn = _scatter(n_p, prn[matched], lrn[matched].astype(np.int32), fill=-1)
+        self.l_prn = _scatter(n_l, lrn[matched], prn[matched].astype(np.int32), fill=-1)
+        del matched
         # Everything but the matched 1:1 pairs (a small share) is read back and settled in
-        # Python: pairs with a problem, shared keys, rows without a partner.
-        problem = one & (v != V_MATCHED)
-        lone_p = has_p & ~has_l & ok
-        lone_l = has_l & ~has_p
-        pays_by_rn = self.fetch_pays(np.concatenate([prn[problem], prn[multi], prn[lone_p]]))
-        lns_by_rn = self.fetch_lines(np.concatenate([lrn[problem], lrn[multi], lrn[lone_l]]))
+        # Python: pairs with a problem, shared keys, rows without a partner (payments: only
+        # succeeded ones).
+        problem = ~multi & (v != V_MATCHED)
+        lone_p = lone_p[self.p_ok[lone_p]]
+        pays_by_rn = self.fetch_pays(np.concatenate([prn[problem], prn[multi], lone_p]))
+        lns_by_rn = self.fetch_lines(np.concatenate([lrn[problem], lrn[multi], lone_l]))
         pays = {p["payment_id"]: p for p in pays_by_rn.values()}
         lns = {ln["line_id"]: ln for ln in lns_by_rn.values()}
         # 1:1 keys with a problem: exceptions naming both sides.
@@ -644,11 +618,60 @@ class _Engine:
             by_key_l[(ln["gateway"], ln["category"], ln["ref"])].append(ln)
         for key in sorted(by_key_p):
             self._many(by_key_p[key], by_key_l[key])
-        lone_p_ids = {pays_by_rn[int(r)]["payment_id"] for r in prn[lone_p]}
-        lone_l_ids = {lns_by_rn[int(r)]["line_id"] for r in lrn[lone_l]}
+        lone_p_ids = {pays_by_rn[int(r)]["payment_id"] for r in lone_p}
+        lone_l_ids = {lns_by_rn[int(r)]["line_id"] for r in lone_l}
         return (
             [p for p in pays.values() if p["payment_id"] in lone_p_ids],
             [ln for ln in lns.values() if ln["line_id"] in lone_l_ids],
+        )
+
+    def register_join_inputs(self) -> None:
+        """The columns the join and its verdicts read, coded: gateway and kind as one small
+        integer `gk` (0: not in the join, i.e. not a payment kind or a gateway filtered out;
+        a row without a gateway gets a code no row of the other side has, as NULL = NULL is
+        not a match), status, currencies and amounts as the verdict needs them."""
+        allowed = np.array(
+            [self.config.gateways is None or g in self.config.gateways for g in self.gws]
+        )
+        allowed[0] = self.config.gateways is None
+
+        def gk(gw: np.ndarray, kind: np.ndarray, no_gateway: int) -> np.ndarray:
+            out: np.ndarray = gw.astype(np.int32) * 8 + kind
+            out[gw == 0] = no_gateway * kind[gw == 0]
+            out[(kind == 0) | ~allowed[gw]] = 0
+            return out
+
+        p_gk, l_gk = gk(self.p_gw, self.p_kind, 1), gk(self.l_gw, self.l_kind, -1)
+        self.p_in, self.l_in = p_gk != 0, l_gk != 0
+        pay, ln = self.pay_in, self.line_in
+        self.con.register(
+            "pj",
+            pa.table(
+                {
+                    "gk": p_gk,
+                    "ref": pay.column("gateway_reference"),
+                    "rn": pay.column(RN),
+                    "bad": self.p_status & ~self.p_ok,
+                    "cur": self.p_cur,
+                    "amt": pa.array(self.p_amt, mask=~self.p_amt_ok),
+                }
+            ),
+        )
+        self.con.register(
+            "lj",
+            pa.table(
+                {
+                    "gk": l_gk,
+                    "k": self.l_kind,
+                    "gref": ln.column("gateway_reference"),
+                    "mref": ln.column("modification_reference"),
+                    "rn": ln.column(RN),
+                    "cur": self.l_cur,
+                    "gross": pa.array(self.l_gross, mask=~self.l_gross_ok),
+                    "pcur": self.l_pcur,
+                    "pamt": pa.array(self.l_pamt, mask=~self.l_pamt_ok),
+                }
+            ),
         )
 
     def _fetch(
@@ -1188,12 +1211,10 @@ class _Engine:
         self.con.register("inv", self.invoices)
         self.con.register("cn", self.credit_notes)
         # Each payment's part in its invoice, worked out by row number (a refund counts while
-        # succeeded or pending), and its gateway as a rank in name order (for min()).
+        # succeeded or pending).
         received = ((self.p_kind == 1) & self.p_ok) | (
             (self.p_kind == 2) & (self.p_ok | self.p_pending)
         )
-        by_name = sorted(g for g in self.gws if g is not None)
-        rank = np.array([-1, *(by_name.index(g) for g in self.gws[1:] if g is not None)])
         pay = self.pay_in
         self.con.register(
             "inv_part",
@@ -1204,18 +1225,37 @@ class _Engine:
                     "rec": pa.array(
                         np.where(received, self.p_amt, 0), mask=received & ~self.p_amt_ok
                     ),
-                    "sday": pc.if_else(
-                        pa.array(self.p_ok), pay.column("day"), pa.scalar(None, pa.date32())
-                    ),
-                    "touched": (self.p_day >= self.first) & (self.p_day <= self.last),
-                    "grank": pa.array(rank[self.p_gw], mask=self.p_gw == 0),
                 }
             ),
         )
         flagged = self.rows(INVOICE_SQL)
         self.con.unregister("inv_part")
+        if not flagged:
+            return
+        # Only for the few flagged invoices: whether the range touches them, their last day
+        # of a succeeded payment, and their gateway (the first by name).
+        ids = pa.array([r["invoice_id"] for r in flagged], pa.string())
+        at = np.flatnonzero(self.p_in & _ints(pc.is_in(pay.column("invoice_id"), ids), 0))
+        seen: dict[str, list[Any]] = {}  # invoice -> [last day, touched, gateway]
+        none = np.iinfo(np.int32).min
+        for invoice_id, rn in zip(
+            _take_rows(pay.select(["invoice_id"]), at).column(0).to_pylist(),
+            at.tolist(),
+            strict=True,
+        ):
+            acc = seen.setdefault(invoice_id, [None, False, None])
+            day = int(self.p_day[rn])
+            if self.p_ok[rn] and day != none and (acc[0] is None or day > acc[0]):
+                acc[0] = day
+            acc[1] = acc[1] or self.first <= day <= self.last
+            gateway = self.gws[self.p_gw[rn]]
+            if gateway is not None and (acc[2] is None or gateway < acc[2]):
+                acc[2] = gateway
         for r in flagged:
-            r["gateway"] = None if r["grank"] is None else by_name[r["grank"]]
+            last, touched, r["gateway"] = seen[r["invoice_id"]]
+            if not touched:
+                continue
+            r["last_day"] = None if last is None else EPOCH + timedelta(days=last)
             expected = r["total_minor"] - r["credited"]
             received = r["received"]
             status = r["status"]
