@@ -201,23 +201,21 @@ B_MATCHED, B_PENDING, B_EXCEPTION = 1, 2, 3
 MATCH_RULES: Final = ("reference", "reference_split", "reference_merged", "merchant_reference")
 
 #: Batch tie-outs, and per batch the lines of the range that follow it (not payment lines)
-#: and the lines of the range it holds (the input side of the conservation check).
+#: and the lines of the range it holds (the input side of the conservation check), over the
+#: coded lines `lc` (`role`: 0 a payment line or no category, 1 payout, 2 payout reversal,
+#: 3 any other batch line; see `payouts`).
 PAYOUT_SQL: Final = """
-SELECT gateway, batch_id, currency,
-       sum(net_minor)::BIGINT AS diff,
-       count(*) FILTER (WHERE category IN ('payout', 'payout_reversal')) AS np,
-       max(day) FILTER (WHERE category IN ('payout', 'payout_reversal')) AS pday,
-       (sum(net_minor) FILTER (
-           WHERE category IN ('payout', 'payout_reversal')))::BIGINT AS paid,
-       min(line_id) FILTER (WHERE category = 'payout') AS payout_line,
-       arg_min(_rn, line_id) FILTER (WHERE category = 'payout') AS payout_rn,
-       list(_rn) FILTER (
-           WHERE category NOT IN ('charge', 'refund', 'chargeback', 'chargeback_reversal')
-               AND day BETWEEN $start AND $end) AS batch_rns,
+SELECT g, batch_id, c,
+       sum(net)::BIGINT AS diff,
+       count(*) FILTER (WHERE role IN (1, 2)) AS np,
+       max(day) FILTER (WHERE role IN (1, 2)) AS pday,
+       (sum(net) FILTER (WHERE role IN (1, 2)))::BIGINT AS paid,
+       min(line_id) FILTER (WHERE role = 1) AS payout_line,
+       arg_min(rn, line_id) FILTER (WHERE role = 1) AS payout_rn,
+       list(rn) FILTER (WHERE role > 0 AND day BETWEEN $start AND $end) AS batch_rns,
        count(*) FILTER (WHERE day BETWEEN $start AND $end) AS n_in,
-       (sum(gross_minor) FILTER (WHERE day BETWEEN $start AND $end))::BIGINT AS gross_in
-FROM l GROUP BY gateway, batch_id, currency
-ORDER BY gateway, batch_id, currency
+       (sum(gross) FILTER (WHERE day BETWEEN $start AND $end))::BIGINT AS gross_in
+FROM lc WHERE keep GROUP BY g, batch_id, c
 """
 
 #: Invoices whose succeeded charges less refunds do not add up to their total less credit
@@ -370,15 +368,6 @@ def _strings(names: Sequence[str | None], codes: np.ndarray) -> pa.DictionaryArr
     )
 
 
-def _labels(values: pa.ChunkedArray, mask: pa.Array | None) -> pa.ChunkedArray:
-    """A low-cardinality text column dictionary-encoded (then filtered: only the indices
-    move, not the text)."""
-    encoded = pc.dictionary_encode(values)
-    if mask is not None:
-        encoded = encoded.filter(mask)
-    return encoded.cast(LABEL)
-
-
 def lake_schema(schema: pa.Schema) -> pa.Schema:
     """`schema` with its dictionary columns as plain strings: what the lake's files hold."""
     return pa.schema(
@@ -425,9 +414,13 @@ class _Engine:
             f"CREATE TEMP VIEW l AS {LINE_SQL.format(src='line_in', gateway_filter=gf)}"
         )
         # The columns the verdicts, buckets and totals read, by row number: strings as codes
-        # (1..; 0: null or, for kinds, not a payment kind), money as numpy integers.
+        # into these lists of names (0: null; payment kinds first, so codes 1-4 are the payment
+        # kinds and any other kind or category comes after them), money as numpy integers.
         self.gws: list[str | None] = [None]
         self.curs: list[str | None] = [None]
+        self.kinds: list[str | None] = [None, *PAYMENT_KINDS]
+        self.cats: list[str | None] = [None, *PAYMENT_KINDS]
+        self.statuses: list[str | None] = [None, "succeeded", "pending"]
         pay, ln = self.pay_in, self.line_in
         status = pay.column("status")
 
@@ -435,8 +428,8 @@ class _Engine:
             return (
                 _code(pay.column("gateway"), self.gws),
                 _code(ln.column("gateway"), self.gws),
-                _code(pay.column("kind"), [None, *PAYMENT_KINDS], extend=False),
-                _code(ln.column("category"), [None, *PAYMENT_KINDS], extend=False),
+                _code(pay.column("kind"), self.kinds),
+                _code(ln.column("category"), self.cats),
             )
 
         def currencies_and_status() -> tuple[np.ndarray, ...]:
@@ -444,7 +437,7 @@ class _Engine:
                 _code(pay.column("currency"), self.curs),
                 _code(ln.column("currency"), self.curs),
                 _code(ln.column("presentment_currency"), self.curs),
-                _code(status, [None, "succeeded", "pending"], extend=False),
+                _code(status, self.statuses),
             )
 
         # Two threads (Arrow hashes without the GIL); each list of names is extended by one
@@ -452,9 +445,12 @@ class _Engine:
         with ThreadPoolExecutor(max_workers=2) as pool:
             first, second = pool.submit(gateways_and_kinds), pool.submit(currencies_and_status)
             self.p_gw, self.l_gw, self.p_kind, self.l_kind = first.result()
-            self.p_cur, self.l_cur, self.l_pcur, status_code = second.result()
-        self.p_ok, self.p_pending = status_code == 1, status_code == 2
-        self.p_status = _valid(status)
+            self.p_cur, self.l_cur, self.l_pcur, self.p_stat = second.result()
+        self.p_ok, self.p_pending = self.p_stat == 1, self.p_stat == 2
+        # allowed[gateway code]: the gateway is reconciled (config.gateways).
+        self.allowed = np.array([gateways is None or g in gateways for g in self.gws])
+        self.allowed[0] = gateways is None
+        self.p_status = self.p_stat > 0
         amount = pay.column("amount_minor")
         self.p_amt_ok = _valid(amount)
         self.p_amt = _ints(amount, 0)
@@ -464,7 +460,7 @@ class _Engine:
         self.l_pamt_ok = _valid(ln.column("presentment_amount_minor"))
         self.l_pamt = _ints(ln.column("presentment_amount_minor"), 0)
         # expected[gateway code, kind code]: the gateway's files carry that kind.
-        self.expected = np.zeros((len(self.gws), len(PAYMENT_KINDS) + 1), dtype=bool)
+        self.expected = np.zeros((len(self.gws), len(self.kinds)), dtype=bool)
         for g, gateway in enumerate(self.gws):
             for k, kind in enumerate(PAYMENT_KINDS, 1):
                 self.expected[g, k] = gateway is not None and config.expects(gateway, kind)
@@ -630,15 +626,11 @@ class _Engine:
         integer `gk` (0: not in the join, i.e. not a payment kind or a gateway filtered out;
         a row without a gateway gets a code no row of the other side has, as NULL = NULL is
         not a match), status, currencies and amounts as the verdict needs them."""
-        allowed = np.array(
-            [self.config.gateways is None or g in self.config.gateways for g in self.gws]
-        )
-        allowed[0] = self.config.gateways is None
 
         def gk(gw: np.ndarray, kind: np.ndarray, no_gateway: int) -> np.ndarray:
             out: np.ndarray = gw.astype(np.int32) * 8 + kind
             out[gw == 0] = no_gateway * kind[gw == 0]
-            out[(kind == 0) | ~allowed[gw]] = 0
+            out[(kind == 0) | (kind > len(PAYMENT_KINDS)) | ~self.allowed[gw]] = 0
             return out
 
         p_gk, l_gk = gk(self.p_gw, self.p_kind, 1), gk(self.l_gw, self.l_kind, -1)
@@ -1027,7 +1019,7 @@ class _Engine:
         batch_rns: list[np.ndarray] = []
         batch_codes: list[int] = []
         self.lines_in: dict[str | None, list[int]] = {}  # currency -> [count, gross] in range
-        for b in self.rows(PAYOUT_SQL, {"start": self.start, "end": self.end}):
+        for b in self.batches():
             key = (b["gateway"], b["batch_id"], b["currency"])
             if b["n_in"]:
                 acc = self.lines_in.setdefault(b["currency"], [0, 0])
@@ -1077,6 +1069,41 @@ class _Engine:
             np.array(batch_codes, dtype=np.int8), [r.size for r in batch_rns]
         )
         return {k: (v[0], v[1]) for k, v in counts.items()}
+
+    def batches(self) -> list[dict[str, Any]]:
+        """PAYOUT_SQL's rows, with names for the codes, in name order."""
+        role = np.zeros(len(self.cats), dtype=np.int8)
+        role[len(PAYMENT_KINDS) + 1 :] = 3
+        for r, cat in ((1, "payout"), (2, "payout_reversal")):
+            if cat in self.cats:
+                role[self.cats.index(cat)] = r
+        ln = self.line_in
+        self.con.register(
+            "lc",
+            pa.table(
+                {
+                    "keep": self.allowed[self.l_gw],
+                    "g": self.l_gw,
+                    "c": self.l_cur,
+                    "batch_id": ln.column("batch_id"),
+                    "role": role[self.l_kind],
+                    "net": ln.column("net_minor"),
+                    "gross": ln.column("gross_minor"),
+                    "day": ln.column("day"),
+                    "line_id": ln.column("line_id"),
+                    "rn": ln.column(RN),
+                }
+            ),
+        )
+        rows = self.rows(PAYOUT_SQL, {"start": self.start, "end": self.end})
+        self.con.unregister("lc")
+        for b in rows:
+            b["gateway"], b["currency"] = self.gws[b.pop("g")], self.curs[b.pop("c")]
+
+        def name_order(b: Mapping[str, Any]) -> tuple[tuple[bool, str], ...]:
+            return tuple((b[k] is None, b[k] or "") for k in ("gateway", "batch_id", "currency"))
+
+        return sorted(rows, key=name_order)
 
     # -- pass 5: fees --------------------------------------------------------------------------
 
@@ -1336,7 +1363,7 @@ class _Engine:
         """Drop what only the passes and the totals needed, before the tables are built."""
         self.con.close()
         for name in (
-            "p_kind", "p_ok", "p_pending", "p_status", "p_in", "l_pcur", "l_kind", "l_gross",
+            "p_ok", "p_pending", "p_status", "p_in", "l_pcur", "l_gross",
             "l_gross_ok", "l_pamt", "l_pamt_ok", "l_day", "l_in", "l_v", "l_prn", "batch_rns",
             "batch_bucket",
         ):  # fmt: skip
@@ -1355,8 +1382,8 @@ class _Engine:
                 _string_column(pid),
                 _strings(self.gws, self.p_gw[keep]),
                 _strings(self.curs, self.p_cur[keep]),
-                _labels(pay.column("kind"), mask),
-                _labels(pay.column("status"), mask),
+                _strings(self.kinds, self.p_kind[keep]),
+                _strings(self.statuses, self.p_stat[keep]),
                 amount,
                 day,
                 _strings(BUCKETS, self.p_bucket[keep]),
@@ -1376,7 +1403,7 @@ class _Engine:
                 _string_column(lid),
                 _strings(self.gws, self.l_gw[keep]),
                 _strings(self.curs, self.l_cur[keep]),
-                _labels(ln.column("category"), mask),
+                _strings(self.cats, self.l_kind[keep]),
                 gross.cast(pa.int64()),
                 day,
                 _strings(BUCKETS, self.l_bucket[keep]),
