@@ -360,6 +360,11 @@ def test_rounding_ignores_the_ambient_decimal_context() -> None:
 
 
 @given(currency=currencies, n=st.integers())
+def test_format_minor_is_decimal_text(currency: str, n: int) -> None:
+    assert format_minor(n, currency) == f"{minor_to_decimal(n, currency)} {currency}"
+
+
+@given(currency=currencies, n=st.integers())
 def test_round_trip_through_text(currency: str, n: int) -> None:
     assert parse_minor(str(minor_to_decimal(n, currency)), currency) == n
 

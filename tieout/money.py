@@ -469,4 +469,12 @@ def format_minor(amount_minor: int, currency: str) -> str:
     code.
     """
     code = normalize_currency(currency)
-    return f"{minor_to_decimal(amount_minor, code)} {code}"
+    exponent = _ISO_4217_EXPONENTS[code]
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or exponent > 6:
+        return f"{minor_to_decimal(amount_minor, code)} {code}"  # or its error
+    # Integer arithmetic, as Decimal's text would give it (plain notation to 6 decimals):
+    # reconciliation explanations format a few hundred thousand amounts per run.
+    if not exponent:
+        return f"{amount_minor} {code}"
+    units, cents = divmod(abs(amount_minor), 10**exponent)
+    return f"{'-' if amount_minor < 0 else ''}{units}.{cents:0{exponent}d} {code}"

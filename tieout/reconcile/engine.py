@@ -303,16 +303,14 @@ def _valid(values: pa.ChunkedArray) -> np.ndarray:
 def _code(values: pa.ChunkedArray, names: list[str | None], extend: bool = True) -> np.ndarray:
     """A string column as codes into `names` (from 1; 0: null or, unless `extend`, a value
     not in `names`); with `extend`, the values not in `names` yet are appended to it."""
-    if extend and len(names) == 1 and len(values):  # first guess from a sample
+    if extend and len(values):  # first guess from a sample, so one pass usually does
         sample = pc.unique(values.slice(0, 4096).drop_null()).to_pylist()
-        names.extend(sorted(sample))
+        names.extend(sorted(set(sample) - set(names)))
     while True:
         at = pc.index_in(values, value_set=pa.array(names[1:], values.type))
-        if not extend:
+        if not extend or at.null_count == values.null_count:  # no value outside `names`
             break
         unknown = pc.and_(pc.is_null(at), pc.is_valid(values))
-        if not pc.any(unknown).as_py():
-            break
         names.extend(sorted(pc.unique(values.filter(unknown)).to_pylist()))
     dtype = np.int8 if len(names) < 2**7 else np.int16 if len(names) < 2**15 else np.int32
     out: np.ndarray = (_ints(at, -1) + 1).astype(dtype)
@@ -531,11 +529,26 @@ class _Engine:
         )
 
     def rows(
-        self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
+        self,
+        sql: str,
+        params: Sequence[object] | Mapping[str, object] = (),
+        con: duckdb.DuckDBPyConnection | None = None,
     ) -> list[dict[str, Any]]:
         args = dict(params) if isinstance(params, Mapping) else list(params)
-        rows: list[dict[str, Any]] = self.con.sql(sql, params=args).to_arrow_table().to_pylist()
+        rows: list[dict[str, Any]] = (
+            (con or self.con).sql(sql, params=args).to_arrow_table().to_pylist()
+        )
         return rows
+
+    def grouped_passes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The passes that group every row in DuckDB (batches, invoices), on a cursor of
+        their own: run in a second thread while the reference pass's residual rows are
+        settled in Python (DuckDB works without the GIL, so the two overlap)."""
+        con = self.con.cursor()
+        try:
+            return self.batches(con), self.flagged_invoices(con)
+        finally:
+            con.close()
 
     def listed(self, sql: str, unused: str) -> list[dict[str, Any]]:
         """Rows as dicts, less a timestamp column the passes never read (slow to convert)."""
@@ -546,14 +559,18 @@ class _Engine:
 
     # -- pass 1: references --------------------------------------------------------------------
 
-    def by_reference(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Pass 1; returns the payments and payment lines no reference joined, for the
-        later passes (succeeded payments only: a failed or pending one without a line agrees
-        with the gateway, and no later pass could match it)."""
-        self.register_join_inputs()
-        j = self.con.sql(JOIN_SQL).to_arrow_table()
-        self.con.unregister("pj")
-        self.con.unregister("lj")
+    def join(self) -> pa.Table:
+        """Pass 1's join (JOIN_SQL) over the coded inputs (`code_join_inputs`)."""
+        try:
+            return self.con.sql(JOIN_SQL).to_arrow_table()
+        finally:
+            self.con.unregister("pj")
+            self.con.unregister("lj")
+
+    def by_reference(self, j: pa.Table) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Pass 1 from its join's rows `j`; returns the payments and payment lines no
+        reference joined, for the later passes (succeeded payments only: a failed or pending
+        one without a line agrees with the gateway, and no later pass could match it)."""
         prn = _ints(j.column("prn"), -1).astype(np.intp)
         lrn = _ints(j.column("lrn"), -1).astype(np.intp)
         v = _ints(j.column("v"), 0)
@@ -621,11 +638,12 @@ class _Engine:
             [ln for ln in lns.values() if ln["line_id"] in lone_l_ids],
         )
 
-    def register_join_inputs(self) -> None:
-        """The columns the join and its verdicts read, coded: gateway and kind as one small
-        integer `gk` (0: not in the join, i.e. not a payment kind or a gateway filtered out;
-        a row without a gateway gets a code no row of the other side has, as NULL = NULL is
-        not a match), status, currencies and amounts as the verdict needs them."""
+    def code_join_inputs(self) -> None:
+        """The columns the join and its verdicts read, coded and registered: gateway and kind
+        as one small integer `gk` (0: not in the join, i.e. not a payment kind or a gateway
+        filtered out; a row without a gateway gets a code no row of the other side has, as
+        NULL = NULL is not a match), status, currencies and amounts as the verdict needs them.
+        Also which rows take part (`p_in`, `l_in`), which every later pass reads."""
 
         def gk(gw: np.ndarray, kind: np.ndarray, no_gateway: int) -> np.ndarray:
             out: np.ndarray = gw.astype(np.int32) * 8 + kind
@@ -1011,15 +1029,16 @@ class _Engine:
 
     # -- pass 4: payouts -----------------------------------------------------------------------
 
-    def payouts(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """Batch tie-outs; returns (gateway, currency) -> (payouts in scope, tied out)."""
+    def payouts(self, batches: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """Batch tie-outs (`batches`: their rows); returns (gateway, currency) -> (payouts in
+        scope, tied out)."""
         counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         self.batch_state: dict[tuple[str, str, str], str] = {}
         # The batch lines of the range by row number, with their batch's state code.
         batch_rns: list[np.ndarray] = []
         batch_codes: list[int] = []
         self.lines_in: dict[str | None, list[int]] = {}  # currency -> [count, gross] in range
-        for b in self.batches():
+        for b in batches:
             key = (b["gateway"], b["batch_id"], b["currency"])
             if b["n_in"]:
                 acc = self.lines_in.setdefault(b["currency"], [0, 0])
@@ -1070,7 +1089,7 @@ class _Engine:
         )
         return {k: (v[0], v[1]) for k, v in counts.items()}
 
-    def batches(self) -> list[dict[str, Any]]:
+    def batches(self, con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         """PAYOUT_SQL's rows, with names for the codes, in name order."""
         role = np.zeros(len(self.cats), dtype=np.int8)
         role[len(PAYMENT_KINDS) + 1 :] = 3
@@ -1078,7 +1097,7 @@ class _Engine:
             if cat in self.cats:
                 role[self.cats.index(cat)] = r
         ln = self.line_in
-        self.con.register(
+        con.register(
             "lc",
             pa.table(
                 {
@@ -1095,8 +1114,8 @@ class _Engine:
                 }
             ),
         )
-        rows = self.rows(PAYOUT_SQL, {"start": self.start, "end": self.end})
-        self.con.unregister("lc")
+        rows = self.rows(PAYOUT_SQL, {"start": self.start, "end": self.end}, con)
+        con.unregister("lc")
         for b in rows:
             b["gateway"], b["currency"] = self.gws[b.pop("g")], self.curs[b.pop("c")]
 
@@ -1232,22 +1251,22 @@ class _Engine:
 
     # -- pass 6: invoices ----------------------------------------------------------------------
 
-    def invoice_checks(self) -> None:
+    def flagged_invoices(self, con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        """INVOICE_SQL's rows: the invoices whose payments do not add up."""
         if self.invoices.num_rows == 0:
-            return
-        self.con.register("inv", self.invoices)
-        self.con.register("cn", self.credit_notes)
+            return []
+        con.register("inv", self.invoices)
+        con.register("cn", self.credit_notes)
         # Each payment's part in its invoice, worked out by row number (a refund counts while
         # succeeded or pending).
         received = ((self.p_kind == 1) & self.p_ok) | (
             (self.p_kind == 2) & (self.p_ok | self.p_pending)
         )
-        pay = self.pay_in
-        self.con.register(
+        con.register(
             "inv_part",
             pa.table(
                 {
-                    "invoice_id": pay.column("invoice_id"),
+                    "invoice_id": self.pay_in.column("invoice_id"),
                     "keep": self.p_in,
                     "rec": pa.array(
                         np.where(received, self.p_amt, 0), mask=received & ~self.p_amt_ok
@@ -1255,10 +1274,17 @@ class _Engine:
                 }
             ),
         )
-        flagged = self.rows(INVOICE_SQL)
-        self.con.unregister("inv_part")
+        try:
+            return self.rows(INVOICE_SQL, con=con)
+        finally:
+            for name in ("inv_part", "inv", "cn"):
+                con.unregister(name)
+
+    def invoice_checks(self, flagged: list[dict[str, Any]]) -> None:
+        """Pass 6 over the flagged invoices (`flagged_invoices`)."""
         if not flagged:
             return
+        pay = self.pay_in
         # Only for the few flagged invoices: whether the range touches them, their last day
         # of a succeeded payment, and their gateway (the first by name).
         ids = pa.array([r["invoice_id"] for r in flagged], pa.string())
@@ -1597,12 +1623,19 @@ def reconcile(
     as_of = as_of or end
     e = _Engine(payments, lines, invoices, credit_notes, start, end, as_of, timezone, config)
     try:
-        pays, lns = e.by_reference()
-        pays, lns = e.by_merchant_reference(pays, lns)
-        e.suggestions_and_leftovers(pays, lns)
-        payout_counts = e.payouts()
-        e.fees()
-        e.invoice_checks()
+        e.code_join_inputs()
+        joined = e.join()
+        # The grouping passes run in DuckDB while Python settles the residual rows.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            grouped = pool.submit(e.grouped_passes)
+            pays, lns = e.by_reference(joined)
+            del joined
+            pays, lns = e.by_merchant_reference(pays, lns)
+            e.suggestions_and_leftovers(pays, lns)
+            e.fees()
+            batches, flagged = grouped.result()
+        payout_counts = e.payouts(batches)
+        e.invoice_checks(flagged)
         in_scope = e.reported()
         e.classify(in_scope)
         p_in, l_in = e.inputs_in_scope()
@@ -1613,11 +1646,14 @@ def reconcile(
             raise ConservationError("; ".join(problems))
         summary = summarize(run_id, start, end, as_of, p_totals, l_totals, in_scope, payout_counts)
         e.release()
-        p_buckets, l_buckets = e.bucket_tables()
+        # Both mostly cut Arrow columns (without the GIL): side by side.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            match_table = pool.submit(e.match_table)
+            p_buckets, l_buckets = e.bucket_tables()
         return ReconResult(
             exceptions=in_scope,
             matches=sorted(e.matches, key=lambda m: (m.payment_id, m.line_id)),
-            match_table=e.match_table(),
+            match_table=match_table.result(),
             payment_buckets=p_buckets,
             line_buckets=l_buckets,
             summary=summary,
