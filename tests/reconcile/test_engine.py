@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
+from tieout.reconcile import engine
 from tieout.reconcile.engine import (
     ConservationError,
     EngineConfig,
@@ -729,10 +730,16 @@ def test_fee_variance_rounds_half_up_and_zero_tolerance() -> None:
     ]
 
 
+@pytest.mark.parametrize("chunk", [None, 3], ids=["whole", "sliced"])
 @pytest.mark.parametrize("fx", [False, True], ids=["plain", "fx"])
-def test_fee_variance_agrees_with_fee_schedule_expected(fx: bool) -> None:
+def test_fee_variance_agrees_with_fee_schedule_expected(
+    fx: bool, chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The engine's fee arithmetic is FeeSchedule.expected's: a line charged exactly that is
-    never a variance at tolerance 0, one minor unit more always is."""
+    never a variance at tolerance 0, one minor unit more always is (also when the lines are
+    checked a few at a time)."""
+    if chunk is not None:
+        monkeypatch.setattr(engine, "FEE_CHUNK", chunk)
     schedule = FeeSchedule(percent_bps=259, fixed_minor={"USD": 49}, fx_bps=100, tolerance_minor=0)
     config = EngineConfig(fee_schedules={"stripe": schedule})
     grosses = [1, 17, 50, 193, 1500, 12_345, 99_999, 1_000_001]
