@@ -36,7 +36,7 @@ checks that the buckets add back to its inputs, per currency, on every run.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -548,13 +548,15 @@ class _Engine:
         )
         return rows
 
-    def grouped_passes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The passes that group every row in DuckDB (batches, invoices), on a cursor of
-        their own: run in a second thread while the reference pass's residual rows are
-        settled in Python (DuckDB works without the GIL, so the two overlap)."""
+    def on_cursor(
+        self, grouping: Callable[[duckdb.DuckDBPyConnection], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """A pass that groups every row in DuckDB (batches, invoices), on a cursor of its
+        own: run in another thread while Python settles the reference pass's residual rows
+        (DuckDB works without the GIL, so the two overlap)."""
         con = self.con.cursor()
         try:
-            return self.batches(con), self.flagged_invoices(con)
+            return grouping(con)
         finally:
             con.close()
 
@@ -1635,25 +1637,26 @@ def reconcile(
     try:
         e.code_join_inputs()
         joined = e.join()
-        # The grouping passes run in DuckDB while Python settles the residual rows.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            grouped = pool.submit(e.grouped_passes)
+        # The grouping passes run in DuckDB while Python settles the residual rows; the
+        # invoices' exceptions name no payment or line, so the buckets do not wait for them.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            batches = pool.submit(e.on_cursor, e.batches)
+            flagged = pool.submit(e.on_cursor, e.flagged_invoices)
             pays, lns = e.by_reference(joined)
             del joined
             pays, lns = e.by_merchant_reference(pays, lns)
             e.suggestions_and_leftovers(pays, lns)
             e.fees()
-            batches, flagged = grouped.result()
-        payout_counts = e.payouts(batches)
-        e.invoice_checks(flagged)
+            payout_counts = e.payouts(batches.result())
+            e.classify(e.reported())
+            p_in, l_in = e.inputs_in_scope()
+            p_totals, l_totals = e.totals()
+            conservation = _conservation(p_totals, l_totals, p_in, l_in)
+            problems = check_conservation(conservation)
+            if problems:
+                raise ConservationError("; ".join(problems))
+            e.invoice_checks(flagged.result())
         in_scope = e.reported()
-        e.classify(in_scope)
-        p_in, l_in = e.inputs_in_scope()
-        p_totals, l_totals = e.totals()
-        conservation = _conservation(p_totals, l_totals, p_in, l_in)
-        problems = check_conservation(conservation)
-        if problems:
-            raise ConservationError("; ".join(problems))
         summary = summarize(run_id, start, end, as_of, p_totals, l_totals, in_scope, payout_counts)
         e.release()
         # Both mostly cut Arrow columns (without the GIL): side by side.
