@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import duckdb
 import numpy as np
@@ -63,6 +63,9 @@ from tieout.reconcile.model import (
 PAYMENT_KINDS: Final = ("charge", "refund", "chargeback", "chargeback_reversal")
 #: Lines that are not a payment: they reconcile through their batch's payout.
 BATCH_CATEGORIES: Final = ("fee", "adjustment", "payout", "payout_reversal", "transfer", "other")
+
+
+_T = TypeVar("_T")
 
 
 class ConservationError(AssertionError):
@@ -548,15 +551,13 @@ class _Engine:
         )
         return rows
 
-    def on_cursor(
-        self, grouping: Callable[[duckdb.DuckDBPyConnection], list[dict[str, Any]]]
-    ) -> list[dict[str, Any]]:
-        """A pass that groups every row in DuckDB (batches, invoices), on a cursor of its
-        own: run in another thread while Python settles the reference pass's residual rows
-        (DuckDB works without the GIL, so the two overlap)."""
+    def on_cursor(self, work: Callable[[duckdb.DuckDBPyConnection], _T]) -> _T:
+        """A vectorized pass over every row (batches, invoices, fees) on a DuckDB cursor of
+        its own: run in another thread while Python settles the reference pass's residual
+        rows (DuckDB, Arrow and numpy work without the GIL, so the two overlap)."""
         con = self.con.cursor()
         try:
-            return grouping(con)
+            return work(con)
         finally:
             con.close()
 
@@ -1136,14 +1137,21 @@ class _Engine:
 
     # -- pass 5: fees --------------------------------------------------------------------------
 
-    def fees(self) -> None:
-        """Fees against the schedules, vectorized: only the lines off schedule are read."""
+    def off_schedule(self, con: duckdb.DuckDBPyConnection) -> list[tuple[int, int, int]]:
+        """(row number, expected fee, tolerance) of the charge lines of the range off their
+        gateway's schedule, vectorized (in DuckDB when the amounts could overflow)."""
         schedules = self.config.fee_schedules
         if not schedules:
-            return
+            return []
         off = self._off_schedule_fast(schedules)
         if off is None:  # amounts or schedules outside what the int64 arithmetic covers
-            off = self._off_schedule_sql(schedules)
+            off = self._off_schedule_sql(schedules, con)
+        return off
+
+    def fees(self, off: list[tuple[int, int, int]]) -> None:
+        """Fees against the schedules: exceptions for the lines off schedule (`off_schedule`)."""
+        if not off:
+            return
         by_rn = self.fetch_lines(np.array([rn for rn, _, _ in off], dtype=np.int64))
         # The payment each line is matched to: by reference in the join, else by a later rule.
         by_line = {m.line_id: m.payment_id for m in self.matches}
@@ -1239,7 +1247,9 @@ class _Engine:
             )
         return found
 
-    def _off_schedule_sql(self, schedules: Mapping[str, FeeSchedule]) -> list[tuple[int, int, int]]:
+    def _off_schedule_sql(
+        self, schedules: Mapping[str, FeeSchedule], con: duckdb.DuckDBPyConnection
+    ) -> list[tuple[int, int, int]]:
         """The same in DuckDB, which raises on an overflow instead of wrapping around."""
         rows = []
         for gateway, sch in sorted(schedules.items()):
@@ -1255,10 +1265,10 @@ class _Engine:
                         "tolerance": sch.tolerance_minor,
                     }
                 )
-        self.con.register("sched", pa.Table.from_pylist(rows))
+        con.register("sched", pa.Table.from_pylist(rows))
         return [
             (r[RN], r["exp"], r["tolerance"])
-            for r in self.rows(OFF_FEE_SQL, [self.start, self.end])
+            for r in self.rows(OFF_FEE_SQL, [self.start, self.end], con)
         ]
 
     # -- pass 6: invoices ----------------------------------------------------------------------
@@ -1637,16 +1647,18 @@ def reconcile(
     try:
         e.code_join_inputs()
         joined = e.join()
-        # The grouping passes run in DuckDB while Python settles the residual rows; the
+        # The vectorized passes run beside the Python that settles the residual rows; the
         # invoices' exceptions name no payment or line, so the buckets do not wait for them.
         with ThreadPoolExecutor(max_workers=2) as pool:
             batches = pool.submit(e.on_cursor, e.batches)
             flagged = pool.submit(e.on_cursor, e.flagged_invoices)
+            off_schedule = pool.submit(e.on_cursor, e.off_schedule)
             pays, lns = e.by_reference(joined)
             del joined
             pays, lns = e.by_merchant_reference(pays, lns)
+            matches = pool.submit(e.match_table)  # every match is made by now
             e.suggestions_and_leftovers(pays, lns)
-            e.fees()
+            e.fees(off_schedule.result())
             payout_counts = e.payouts(batches.result())
             e.classify(e.reported())
             p_in, l_in = e.inputs_in_scope()
@@ -1659,14 +1671,11 @@ def reconcile(
         in_scope = e.reported()
         summary = summarize(run_id, start, end, as_of, p_totals, l_totals, in_scope, payout_counts)
         e.release()
-        # Both mostly cut Arrow columns (without the GIL): side by side.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            match_table = pool.submit(e.match_table)
-            p_buckets, l_buckets = e.bucket_tables()
+        p_buckets, l_buckets = e.bucket_tables()
         return ReconResult(
             exceptions=in_scope,
             matches=sorted(e.matches, key=lambda m: (m.payment_id, m.line_id)),
-            match_table=match_table.result(),
+            match_table=matches.result(),
             payment_buckets=p_buckets,
             line_buckets=l_buckets,
             summary=summary,
