@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -1351,3 +1352,26 @@ def test_rows_taken_chunk_by_chunk_are_the_rows_arrow_takes() -> None:
         got = _take_rows(table, np.array(rns, dtype=np.int64))
         assert got.equals(want), rns
         assert got.column("rn").to_pylist() == rns
+
+
+def test_validity_read_from_bitmaps_is_arrows() -> None:
+    """Where a column is not null, unpacked from validity bitmaps: chunks with and without
+    nulls, sliced chunks (offsets that are not a multiple of 8), empty columns."""
+    import numpy as np
+
+    from tieout.reconcile.engine import _valid
+
+    values = [None if i % 3 == 0 or i % 7 == 5 else i for i in range(50)]
+    whole = pa.array(values, pa.int64())
+    cases = [
+        pa.chunked_array([whole]),
+        pa.chunked_array([whole.slice(3, 20), pa.array(range(9), pa.int64()), whole.slice(29)]),
+        pa.chunked_array([pa.array(range(10), pa.int64())]),
+        pa.chunked_array([pa.array([None] * 11, pa.int64())]),
+        pa.chunked_array([], pa.int64()),
+    ]
+    for column in cases:
+        want = np.array(pc.is_valid(column).to_pylist(), dtype=bool)
+        got = _valid(column)
+        assert got.dtype == bool
+        assert got.tolist() == want.tolist()

@@ -171,6 +171,8 @@ FROM {src}
 WHERE true {gateway_filter}
 """
 
+#: Kind codes (positions in PAYMENT_KINDS, from 1) of the kinds that take money back.
+NEGATIVE_KINDS: Final = (2, 3)
 #: Pass 1 as one full outer join on (gateway and kind as one code, reference), payment lines
 #: only, over coded copies of the columns it reads (`pj`, `lj`, see `by_reference`): each row is
 #: a payment, a line, or a pair sharing a reference with its verdict, by row number. Joining on
@@ -183,7 +185,11 @@ SELECT p.rn AS prn, l.rn AS lrn,
              WHEN p.cur > 0 AND l.cur = p.cur THEN (CASE WHEN l.gross = p.amt THEN 2 ELSE 3 END)
              WHEN p.cur > 0 AND l.pcur = p.cur THEN (CASE WHEN l.pamt = p.amt THEN 2 ELSE 3 END)
              ELSE 4 END)::TINYINT AS v
-FROM (SELECT * FROM pj WHERE gk <> 0) p
+FROM (
+    SELECT gk, ref, rn, bad, cur,
+           CASE WHEN neg THEN -amount ELSE amount END AS amt
+    FROM pj WHERE gk <> 0
+) p
 FULL OUTER JOIN (
     SELECT gk, CASE WHEN k = 1 THEN gref ELSE mref END AS ref, rn, cur, gross, pcur, pamt
     FROM lj WHERE gk <> 0
@@ -284,8 +290,6 @@ MATCHES: Final = pa.schema(
 )  # fmt: skip
 #: Lines per slice of the vectorized fee check.
 FEE_CHUNK: Final = 1 << 20
-#: Kind codes (positions in PAYMENT_KINDS, from 1) of the kinds that take money back.
-NEGATIVE_KINDS: Final = (2, 3)
 EPOCH: Final = date(1970, 1, 1)
 
 
@@ -307,8 +311,19 @@ def _ints(values: pa.ChunkedArray | pa.Array, null: int) -> np.ndarray:
 
 
 def _valid(values: pa.ChunkedArray) -> np.ndarray:
-    out: np.ndarray = _ints(pc.is_valid(values), 0)
-    return out
+    """Where the column is not null, unpacked from its validity bitmaps (Arrow's boolean to
+    numpy conversion goes value by value)."""
+    if values.null_count == 0:
+        return np.ones(len(values), dtype=bool)
+    parts = []
+    for chunk in values.chunks:
+        bitmap = chunk.buffers()[0]
+        if bitmap is None:
+            parts.append(np.ones(len(chunk), dtype=bool))
+            continue
+        bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
+        parts.append(bits[chunk.offset : chunk.offset + len(chunk)].view(bool))
+    return np.concatenate(parts) if parts else np.ones(0, dtype=bool)
 
 
 def _code(values: pa.ChunkedArray, names: list[str | None], extend: bool = True) -> np.ndarray:
@@ -463,7 +478,8 @@ class _Engine:
         amount = pay.column("amount_minor")
         self.p_amt_ok = _valid(amount)
         self.p_amt = _ints(amount, 0)
-        self.p_amt = np.where(np.isin(self.p_kind, NEGATIVE_KINDS), -self.p_amt, self.p_amt)
+        self.p_neg = np.isin(self.p_kind, NEGATIVE_KINDS)  # kinds that take money back
+        self.p_amt = np.where(self.p_neg, -self.p_amt, self.p_amt)
         self.l_gross_ok = _valid(ln.column("gross_minor"))
         self.l_gross = _ints(ln.column("gross_minor"), 0)
         self.l_pamt_ok = _valid(ln.column("presentment_amount_minor"))
@@ -674,7 +690,8 @@ class _Engine:
                     "rn": pay.column(RN),
                     "bad": self.p_status & ~self.p_ok,
                     "cur": self.p_cur,
-                    "amt": pa.array(self.p_amt, mask=~self.p_amt_ok),
+                    "neg": self.p_neg,
+                    "amount": pay.column("amount_minor"),
                 }
             ),
         )
@@ -688,9 +705,9 @@ class _Engine:
                     "mref": ln.column("modification_reference"),
                     "rn": ln.column(RN),
                     "cur": self.l_cur,
-                    "gross": pa.array(self.l_gross, mask=~self.l_gross_ok),
+                    "gross": ln.column("gross_minor"),
                     "pcur": self.l_pcur,
-                    "pamt": pa.array(self.l_pamt, mask=~self.l_pamt_ok),
+                    "pamt": ln.column("presentment_amount_minor"),
                 }
             ),
         )
