@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import duckdb
 import numpy as np
@@ -119,6 +119,19 @@ class Match:
     line_id: str
     gateway: str
     rule: str
+
+
+class _Residual(NamedTuple):
+    """Row numbers of pass 1 that Python settles: 1:1 pairs with a problem (and their
+    verdicts), the rows of shared keys, and rows without a partner."""
+
+    problem_p: np.ndarray
+    problem_l: np.ndarray
+    problem_v: np.ndarray
+    multi_p: np.ndarray
+    multi_l: np.ndarray
+    lone_p: np.ndarray
+    lone_l: np.ndarray
 
 
 @dataclass
@@ -594,10 +607,10 @@ class _Engine:
             self.con.unregister("pj")
             self.con.unregister("lj")
 
-    def by_reference(self, j: pa.Table) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Pass 1 from its join's rows `j`; returns the payments and payment lines no
-        reference joined, for the later passes (succeeded payments only: a failed or pending
-        one without a line agrees with the gateway, and no later pass could match it)."""
+    def verdicts(self, j: pa.Table) -> _Residual:
+        """Pass 1's join rows `j` per payment and line (numpy only, before the vectorized
+        passes start beside it: fresh memory pages are slow to come by while they run);
+        returns the row numbers Python has to settle."""
         prn = _ints(j.column("prn"), -1).astype(np.intp)
         lrn = _ints(j.column("lrn"), -1).astype(np.intp)
         v = _ints(j.column("v"), 0)
@@ -621,15 +634,23 @@ class _Engine:
         # Python: pairs with a problem, shared keys, rows without a partner (payments: only
         # succeeded ones).
         problem = ~multi & (v != V_MATCHED)
-        lone_p = lone_p[self.p_ok[lone_p]]
-        pays_by_rn = self.fetch_pays(np.concatenate([prn[problem], prn[multi], lone_p]))
-        lns_by_rn = self.fetch_lines(np.concatenate([lrn[problem], lrn[multi], lone_l]))
+        return _Residual(
+            prn[problem], lrn[problem], v[problem], prn[multi], lrn[multi],
+            lone_p[self.p_ok[lone_p]], lone_l,
+        )  # fmt: skip
+
+    def by_reference(self, r: _Residual) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Pass 1's residual rows settled; returns the payments and payment lines no
+        reference joined, for the later passes (succeeded payments only: a failed or pending
+        one without a line agrees with the gateway, and no later pass could match it)."""
+        pays_by_rn = self.fetch_pays(np.concatenate([r.problem_p, r.multi_p, r.lone_p]))
+        lns_by_rn = self.fetch_lines(np.concatenate([r.problem_l, r.multi_l, r.lone_l]))
         pays = {p["payment_id"]: p for p in pays_by_rn.values()}
         lns = {ln["line_id"]: ln for ln in lns_by_rn.values()}
         # 1:1 keys with a problem: exceptions naming both sides.
         pairs = [
             (pays_by_rn[int(a)], lns_by_rn[int(b)], int(c))
-            for a, b, c in zip(prn[problem], lrn[problem], v[problem], strict=True)
+            for a, b, c in zip(r.problem_p, r.problem_l, r.problem_v, strict=True)
         ]
         pairs.sort(key=lambda t: (t[0]["payment_id"], t[1]["line_id"]))
         for p, ln, verdict in pairs:
@@ -646,8 +667,8 @@ class _Engine:
                 },
             )
         # Keys shared by several payments or several lines (splits, merges, duplicates).
-        multi_p = {pays_by_rn[int(r)]["payment_id"] for r in prn[multi]}
-        multi_l = {lns_by_rn[int(r)]["line_id"] for r in lrn[multi]}
+        multi_p = {pays_by_rn[int(rn)]["payment_id"] for rn in r.multi_p}
+        multi_l = {lns_by_rn[int(rn)]["line_id"] for rn in r.multi_l}
         self.multi_pays = [p for p in pays.values() if p["payment_id"] in multi_p]
         self.multi_lines = [ln for ln in lns.values() if ln["line_id"] in multi_l]
         by_key_p: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -658,8 +679,8 @@ class _Engine:
             by_key_l[(ln["gateway"], ln["category"], ln["ref"])].append(ln)
         for key in sorted(by_key_p):
             self._many(by_key_p[key], by_key_l[key])
-        lone_p_ids = {pays_by_rn[int(r)]["payment_id"] for r in lone_p}
-        lone_l_ids = {lns_by_rn[int(r)]["line_id"] for r in lone_l}
+        lone_p_ids = {pays_by_rn[int(rn)]["payment_id"] for rn in r.lone_p}
+        lone_l_ids = {lns_by_rn[int(rn)]["line_id"] for rn in r.lone_l}
         return (
             [p for p in pays.values() if p["payment_id"] in lone_p_ids],
             [ln for ln in lns.values() if ln["line_id"] in lone_l_ids],
@@ -1663,17 +1684,15 @@ def reconcile(
     e = _Engine(payments, lines, invoices, credit_notes, start, end, as_of, timezone, config)
     try:
         e.code_join_inputs()
-        joined = e.join()
+        residual = e.verdicts(e.join())
         # The vectorized passes run beside the Python that settles the residual rows; the
         # invoices' exceptions name no payment or line, so the buckets do not wait for them.
         with ThreadPoolExecutor(max_workers=2) as pool:
             batches = pool.submit(e.on_cursor, e.batches)
             flagged = pool.submit(e.on_cursor, e.flagged_invoices)
             off_schedule = pool.submit(e.on_cursor, e.off_schedule)
-            pays, lns = e.by_reference(joined)
-            del joined
+            pays, lns = e.by_reference(residual)
             pays, lns = e.by_merchant_reference(pays, lns)
-            matches = pool.submit(e.match_table)  # every match is made by now
             e.suggestions_and_leftovers(pays, lns)
             e.fees(off_schedule.result())
             payout_counts = e.payouts(batches.result())
@@ -1688,7 +1707,11 @@ def reconcile(
         in_scope = e.reported()
         summary = summarize(run_id, start, end, as_of, p_totals, l_totals, in_scope, payout_counts)
         e.release()
-        p_buckets, l_buckets = e.bucket_tables()
+        # Both mostly cut Arrow columns (without the GIL): side by side, after the passes
+        # (made beside them, the tables would raise the peak memory by a few hundred MB).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            matches = pool.submit(e.match_table)
+            p_buckets, l_buckets = e.bucket_tables()
         return ReconResult(
             exceptions=in_scope,
             matches=sorted(e.matches, key=lambda m: (m.payment_id, m.line_id)),
