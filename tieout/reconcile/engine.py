@@ -1423,27 +1423,33 @@ class _Engine:
             self.l_rn,
             L_LOOKUP,
         )
-        # Payments: matched by reference in the join, else by the state a later pass left.
+        # Payments: matched by reference in the join, else by the state a later pass left
+        # (a few rows: set by row number). Codes are small integers, worked out in place.
         rules = [None, *sorted({"reference", *self.pay_state.values()})]
         state = np.zeros(self.pay_in.num_rows, dtype=np.int16)
         state[self._rns(self.pay_state, self.p_rn, P_LOOKUP)] = [
             rules.index(r) for r in self.pay_state.values()
         ]
         by_ref = self.p_v == V_MATCHED
-        matched = by_ref | np.isin(state, [rules.index(r) for r in MATCH_RULES if r in rules])
-        pending = state == rules.index("pending") if "pending" in rules else False
-        bucket = np.where(matched, B_MATCHED, np.where(pending, B_PENDING, 0)).astype(np.int8)
+        bucket = by_ref.astype(np.int8) * np.int8(B_MATCHED)
+        later = np.flatnonzero(state)
+        codes = state[later]
+        matched = [rules.index(r) for r in MATCH_RULES if r in rules]
+        bucket[later[np.isin(codes, matched)]] = B_MATCHED
+        if "pending" in rules:
+            bucket[later[codes == rules.index("pending")]] = B_PENDING
         bucket[flag_p] = B_EXCEPTION
         self.rules = rules
-        self.p_rule = np.where(by_ref, rules.index("reference"), state).astype(np.int16)
-        in_range = self.p_in & (self.p_day >= self.first) & (self.p_day <= self.last)
-        self.p_bucket = np.where(in_range, bucket, 0).astype(np.int8)
+        state[by_ref] = rules.index("reference")
+        self.p_rule = state
+        bucket[~(self.p_in & (self.p_day >= self.first) & (self.p_day <= self.last))] = 0
+        self.p_bucket = bucket
         # Lines: payment lines are matched unless named; batch lines follow their batch.
-        bucket = np.where(self.l_in, B_MATCHED, 0).astype(np.int8)
+        bucket = self.l_in.astype(np.int8) * np.int8(B_MATCHED)
         bucket[self.batch_rns] = self.batch_bucket
         bucket[flag_l] = np.where(bucket[flag_l] > 0, B_EXCEPTION, 0)
-        in_range = (self.l_day >= self.first) & (self.l_day <= self.last)
-        self.l_bucket = np.where(in_range, bucket, 0).astype(np.int8)
+        bucket[(self.l_day < self.first) | (self.l_day > self.last)] = 0
+        self.l_bucket = bucket
 
     def release(self) -> None:
         """Drop what only the passes and the totals needed, before the tables are built."""
@@ -1500,7 +1506,6 @@ class _Engine:
 
     def totals(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The buckets folded to the few groups the conservation check and summary need."""
-        keep = self.p_bucket > 0
         p = [
             {
                 "gateway": self.gws[g],
@@ -1511,16 +1516,11 @@ class _Engine:
                 "total": t,
             }
             for g, c, b, d, n, t in self.grouped(
-                {
-                    "g": self.p_gw[keep],
-                    "c": self.p_cur[keep],
-                    "b": self.p_bucket[keep],
-                    "d": self.p_day[keep],
-                },
-                self.p_amt[keep],
+                {"g": self.p_gw, "c": self.p_cur, "b": self.p_bucket, "d": self.p_day},
+                self.p_amt,
+                self.p_bucket > 0,
             )
         ]
-        keep = self.l_bucket > 0
         ln = [
             {
                 "gateway": self.gws[g],
@@ -1531,23 +1531,22 @@ class _Engine:
                 "total": t,
             }
             for g, c, b, k, n, t in self.grouped(
-                {
-                    "g": self.l_gw[keep],
-                    "c": self.l_cur[keep],
-                    "b": self.l_bucket[keep],
-                    "k": self.l_in[keep],
-                },
-                self.l_gross[keep],
+                {"g": self.l_gw, "c": self.l_cur, "b": self.l_bucket, "k": self.l_in},
+                self.l_gross,
+                self.l_bucket > 0,
             )
         ]
         return p, ln
 
-    def grouped(self, keys: Mapping[str, np.ndarray], amount: np.ndarray) -> list[tuple[Any, ...]]:
-        """count and exact integer sum of `amount` per combination of the key codes."""
-        self.con.register("grouped_in", pa.table({**keys, "amount": amount}))
+    def grouped(
+        self, keys: Mapping[str, np.ndarray], amount: np.ndarray, keep: np.ndarray
+    ) -> list[tuple[Any, ...]]:
+        """count and exact integer sum of `amount` per combination of the key codes, over the
+        rows where `keep` holds (filtered by DuckDB, not copied out first)."""
+        self.con.register("grouped_in", pa.table({**keys, "amount": amount, "keep": keep}))
         rows: list[tuple[Any, ...]] = self.con.execute(
-            """SELECT * EXCLUDE (amount), count(*), coalesce(sum(amount), 0)::BIGINT
-               FROM grouped_in GROUP BY ALL ORDER BY ALL"""
+            """SELECT * EXCLUDE (amount, keep), count(*), coalesce(sum(amount), 0)::BIGINT
+               FROM grouped_in WHERE keep GROUP BY ALL ORDER BY ALL"""
         ).fetchall()
         self.con.unregister("grouped_in")
         return rows
@@ -1563,7 +1562,7 @@ class _Engine:
         take &= (self.p_v != 0) | expected | named
         pays = [
             {"currency": self.curs[c], "n": n, "total": t}
-            for c, n, t in self.grouped({"c": self.p_cur[take]}, self.p_amt[take])
+            for c, n, t in self.grouped({"c": self.p_cur}, self.p_amt, take)
         ]
         lns = [
             {"currency": cur, "n": n, "total": t}
