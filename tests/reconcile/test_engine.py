@@ -248,6 +248,52 @@ def test_reference_charge_does_not_match_on_modification_reference() -> None:
     ]
 
 
+def test_reference_join_keeps_gateways_apart_and_filters_them() -> None:
+    """The join's key codes gateway and kind together: one reference on two gateways is two
+    keys, and the gateways left out by `gateways` take no part at all."""
+    payments = [pay("p_st", "ch_1", 1000), pay("p_ad", "ch_1", 1000, gateway="adyen")]
+    lines = [
+        line("l_ad1", "ch_1", 1000, gateway="adyen"),
+        line("l_ad2", "ch_1", 1000, gateway="adyen", source_row=2),
+    ]
+    result = run(payments, lines)
+    assert [f[:3] for f in found(result)] == [
+        ("duplicate_settlement", "p_ad", "l_ad2"),
+        ("missing_in_gateway", "p_st", None),
+    ]
+    only_stripe = run(payments, lines, config=EngineConfig(gateways=["stripe"]))
+    assert found(only_stripe) == [("missing_in_gateway", "p_st", None, 1000, "USD")]
+    assert pbuckets(only_stripe) == {"p_st": "exception"}
+    assert lbuckets(only_stripe) == {}
+
+
+def test_reference_join_never_pairs_rows_without_a_gateway() -> None:
+    """NULL = NULL is no match: a payment and a line without a gateway, one reference."""
+    import numpy as np
+
+    payments = payments_table([pay("p1", "ch_1", 1000), pay("p2", "ch_2", 1000)])
+    payments = payments.set_column(
+        payments.schema.get_field_index("gateway"),
+        "gateway",
+        pa.array([None, "stripe"], pa.string()),
+    )
+    lines = lines_table([line("l1", "ch_1", 1000), line("l2", "ch_2", 1000)])
+    lines = lines.set_column(
+        lines.schema.get_field_index("gateway"), "gateway", pa.array([None, "stripe"], pa.string())
+    )
+    empty = pa.table({"invoice_id": pa.array([], pa.string())})
+    e = engine._Engine(payments, lines, empty, empty, START, END, END, "UTC", EngineConfig())
+    try:
+        e.code_join_inputs()
+        joined = e.join()
+    finally:
+        e.con.close()
+    rows = zip(*(joined.column(c).to_pylist() for c in ("prn", "lrn", "v")), strict=True)
+    pairs = {(p, ln) for p, ln, v in rows if v}
+    assert pairs == {(1, 1)}
+    assert sorted(np.flatnonzero(e.p_in).tolist()) == [0, 1]
+
+
 def test_reference_match_modifications_by_modification_reference() -> None:
     """Refunds, chargebacks and reversals join on the line's modification reference; a
     chargeback and its reversal share the dispute id and stay apart by kind."""

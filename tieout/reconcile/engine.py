@@ -1,13 +1,15 @@
 """The reconciliation engine: billing payments against gateway settlement lines.
 
 Plain Python over Arrow tables (no Dagster, no connectors), so it is tested on frames in
-milliseconds and the assets only feed it and persist what it returns. The heavy pass, the
-reference match over every payment and line, runs in DuckDB as one full outer join of both
-tables that returns row numbers only (no row-by-row Python); verdicts, buckets, totals and
-matches are then worked out on numpy arrays indexed by row number (strings as small codes),
-and the bucket and match tables are cut from the Arrow inputs. What is left after the join
-(a small fraction of the rows: pairs in question, references shared by several rows, rows
-without a partner) is read back by row number and goes through the remaining passes in Python.
+milliseconds and the assets only feed it and persist what it returns. Text columns of few
+values (gateway, kind, currency, status) are coded as small integers once. The heavy pass, the
+reference match over every payment and line, runs in DuckDB as one full outer join on those
+codes and the reference, returning row numbers and each pair's verdict (no row-by-row Python);
+buckets, totals and matches are then worked out on numpy arrays indexed by row number, and the
+bucket and match tables are cut from the Arrow inputs. What is left after the join (a small
+fraction of the rows: pairs in question, references shared by several rows, rows without a
+partner) is read back by row number and goes through the remaining passes in Python, while the
+passes that group or scan every row (batches, invoices, fees) run beside it in another thread.
 
 Passes, each recorded as the rule that made the match:
 
@@ -187,10 +189,10 @@ WHERE true {gateway_filter}
 #: Kind codes (positions in PAYMENT_KINDS, from 1) of the kinds that take money back.
 NEGATIVE_KINDS: Final = (2, 3)
 #: Pass 1 as one full outer join on (gateway and kind as one code, reference), payment lines
-#: only, over coded copies of the columns it reads (`pj`, `lj`, see `by_reference`): each row is
-#: a payment, a line, or a pair sharing a reference with its verdict, by row number. Joining on
-#: a small integer instead of two strings halves the join. Keys shared by several payments or
-#: lines show as several pair rows and are taken out afterwards.
+#: only, over the coded columns it reads (`pj`, `lj`, see `code_join_inputs`): each row is a
+#: payment, a line, or a pair sharing a reference with its verdict, by row number. Joining on
+#: a small integer instead of two strings takes about half the time. Keys shared by several
+#: payments or lines show as several pair rows and are taken out afterwards (`verdicts`).
 JOIN_SQL: Final = """
 SELECT p.rn AS prn, l.rn AS lrn,
        (CASE WHEN p.rn IS NULL OR l.rn IS NULL THEN 0
@@ -263,6 +265,7 @@ WHERE (status = 'paid' AND received <> total_minor - credited)
 ORDER BY invoice_id
 """
 
+#: The invoice columns the check reads.
 INVOICE_COLUMNS: Final = ("invoice_id", "status", "currency", "total_minor")
 
 #: Row numbers of ids not read back so far.
@@ -495,8 +498,6 @@ class _Engine:
         self.p_amt = np.where(self.p_neg, -self.p_amt, self.p_amt)
         self.l_gross_ok = _valid(ln.column("gross_minor"))
         self.l_gross = _ints(ln.column("gross_minor"), 0)
-        self.l_pamt_ok = _valid(ln.column("presentment_amount_minor"))
-        self.l_pamt = _ints(ln.column("presentment_amount_minor"), 0)
         # expected[gateway code, kind code]: the gateway's files carry that kind.
         self.expected = np.zeros((len(self.gws), len(self.kinds)), dtype=bool)
         for g, gateway in enumerate(self.gws):
@@ -627,8 +628,9 @@ class _Engine:
         self.p_v = _scatter(n_p, prn, v)
         self.l_v = _scatter(n_l, lrn, v)
         matched = v == V_MATCHED
-        self.p_lrn = _scatter(n_p, prn[matched], lrn[matched].astype(np.int32), fill=-1)
-        self.l_prn = _scatter(n_l, lrn[matched], prn[matched].astype(np.int32), fill=-1)
+        rn_type = np.int32 if max(n_p, n_l) < 2**31 else np.int64
+        self.p_lrn = _scatter(n_p, prn[matched], lrn[matched].astype(rn_type), fill=-1)
+        self.l_prn = _scatter(n_l, lrn[matched], prn[matched].astype(rn_type), fill=-1)
         del matched
         # Everything but the matched 1:1 pairs (a small share) is read back and settled in
         # Python: pairs with a problem, shared keys, rows without a partner (payments: only
@@ -1455,8 +1457,8 @@ class _Engine:
         """Drop what only the passes and the totals needed, before the tables are built."""
         self.con.close()
         for name in (
-            "p_ok", "p_pending", "p_status", "p_in", "l_pcur", "l_gross",
-            "l_gross_ok", "l_pamt", "l_pamt_ok", "l_day", "l_in", "l_v", "l_prn", "batch_rns",
+            "p_ok", "p_pending", "p_status", "p_neg", "p_in", "l_pcur", "l_gross",
+            "l_gross_ok", "l_day", "l_in", "l_v", "l_prn", "batch_rns",
             "batch_bucket",
         ):  # fmt: skip
             delattr(self, name)
