@@ -810,6 +810,19 @@ def test_fee_variance_agrees_with_fee_schedule_expected(
     assert {(x.kind, x.amount_minor) for x in result.exceptions} == {("fee_variance", 1)}
 
 
+def test_fee_variance_beyond_int64_safe_amounts_is_worked_out_in_duckdb() -> None:
+    """Amounts so large that the vectorized arithmetic could overflow go the SQL way, with
+    the same findings."""
+    gross = 10**16  # 2 * gross * 290 bps is past what the numpy path accepts
+    exact = SCHEDULE.expected(gross, "USD", False)
+    payments = [pay("p1", "ch_1", gross), pay("p2", "ch_2", gross)]
+    lines = [line("l1", "ch_1", gross, fee=exact), line("l2", "ch_2", gross, fee=exact + 5)]
+    config = EngineConfig(fee_schedules={"stripe": SCHEDULE})
+    assert found(run(payments, lines, config=config)) == [
+        ("fee_variance", "p2", "l2", 5, "USD"),
+    ]
+
+
 def test_fee_variance_applies_fx_surcharge_to_presentment_lines() -> None:
     # FX line: (290 + 100) bps of 1000 = 39, + 30 = 69; without the surcharge it would be 59.
     payments = [

@@ -582,9 +582,10 @@ class _Engine:
         return rows
 
     def on_cursor(self, work: Callable[[duckdb.DuckDBPyConnection], _T]) -> _T:
-        """A vectorized pass over every row (batches, invoices, fees) on a DuckDB cursor of
-        its own: run in another thread while Python settles the reference pass's residual
-        rows (DuckDB, Arrow and numpy work without the GIL, so the two overlap)."""
+        """A pass that groups every row (batches, invoices) on a DuckDB cursor of its own:
+        run in another thread while Python settles the reference pass's residual rows
+        (DuckDB works without the GIL, so the two overlap). A cursor sees the registered
+        tables and temporary views of its own connection only."""
         con = self.con.cursor()
         try:
             return work(con)
@@ -1177,19 +1178,17 @@ class _Engine:
 
     # -- pass 5: fees --------------------------------------------------------------------------
 
-    def off_schedule(self, con: duckdb.DuckDBPyConnection) -> list[tuple[int, int, int]]:
+    def off_schedule(self) -> list[tuple[int, int, int]] | None:
         """(row number, expected fee, tolerance) of the charge lines of the range off their
-        gateway's schedule, vectorized (in DuckDB when the amounts could overflow)."""
+        gateway's schedule, vectorized; None when the amounts could overflow (see `fees`)."""
         schedules = self.config.fee_schedules
-        if not schedules:
-            return []
-        off = self._off_schedule_fast(schedules)
-        if off is None:  # amounts or schedules outside what the int64 arithmetic covers
-            off = self._off_schedule_sql(schedules, con)
-        return off
+        return self._off_schedule_fast(schedules) if schedules else []
 
-    def fees(self, off: list[tuple[int, int, int]]) -> None:
-        """Fees against the schedules: exceptions for the lines off schedule (`off_schedule`)."""
+    def fees(self, off: list[tuple[int, int, int]] | None) -> None:
+        """Fees against the schedules: exceptions for the lines off schedule (`off_schedule`;
+        None: worked out here in DuckDB, on the connection that has the `l` view)."""
+        if off is None:  # amounts or schedules outside what the int64 arithmetic covers
+            off = self._off_schedule_sql(self.config.fee_schedules)
         if not off:
             return
         by_rn = self.fetch_lines(np.array([rn for rn, _, _ in off], dtype=np.int64))
@@ -1287,9 +1286,7 @@ class _Engine:
             )
         return found
 
-    def _off_schedule_sql(
-        self, schedules: Mapping[str, FeeSchedule], con: duckdb.DuckDBPyConnection
-    ) -> list[tuple[int, int, int]]:
+    def _off_schedule_sql(self, schedules: Mapping[str, FeeSchedule]) -> list[tuple[int, int, int]]:
         """The same in DuckDB, which raises on an overflow instead of wrapping around."""
         rows = []
         for gateway, sch in sorted(schedules.items()):
@@ -1305,10 +1302,10 @@ class _Engine:
                         "tolerance": sch.tolerance_minor,
                     }
                 )
-        con.register("sched", pa.Table.from_pylist(rows))
+        self.con.register("sched", pa.Table.from_pylist(rows))
         return [
             (r[RN], r["exp"], r["tolerance"])
-            for r in self.rows(OFF_FEE_SQL, [self.start, self.end], con)
+            for r in self.rows(OFF_FEE_SQL, [self.start, self.end])
         ]
 
     # -- pass 6: invoices ----------------------------------------------------------------------
@@ -1691,7 +1688,7 @@ def reconcile(
         with ThreadPoolExecutor(max_workers=2) as pool:
             batches = pool.submit(e.on_cursor, e.batches)
             flagged = pool.submit(e.on_cursor, e.flagged_invoices)
-            off_schedule = pool.submit(e.on_cursor, e.off_schedule)
+            off_schedule = pool.submit(e.off_schedule)
             pays, lns = e.by_reference(residual)
             pays, lns = e.by_merchant_reference(pays, lns)
             e.suggestions_and_leftovers(pays, lns)
