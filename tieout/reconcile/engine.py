@@ -486,17 +486,15 @@ class _Engine:
             first, second = pool.submit(gateways_and_kinds), pool.submit(currencies_and_status)
             self.p_gw, self.l_gw, self.p_kind, self.l_kind = first.result()
             self.p_cur, self.l_cur, self.l_pcur, self.p_stat = second.result()
-        self.p_ok, self.p_pending = self.p_stat == 1, self.p_stat == 2
+        self.p_ok = self.p_stat == 1
         # allowed[gateway code]: the gateway is reconciled (config.gateways).
         self.allowed = np.array([gateways is None or g in gateways for g in self.gws])
         self.allowed[0] = gateways is None
-        self.p_status = self.p_stat > 0
         amount = pay.column("amount_minor")
         self.p_amt_ok = _valid(amount)
         self.p_amt = _ints(amount, 0)
         self.p_neg = np.isin(self.p_kind, NEGATIVE_KINDS)  # kinds that take money back
         self.p_amt = np.where(self.p_neg, -self.p_amt, self.p_amt)
-        self.l_gross_ok = _valid(ln.column("gross_minor"))
         self.l_gross = _ints(ln.column("gross_minor"), 0)
         # expected[gateway code, kind code]: the gateway's files carry that kind.
         self.expected = np.zeros((len(self.gws), len(self.kinds)), dtype=bool)
@@ -712,7 +710,7 @@ class _Engine:
                     "gk": p_gk,
                     "ref": pay.column("gateway_reference"),
                     "rn": pay.column(RN),
-                    "bad": self.p_status & ~self.p_ok,
+                    "bad": self.p_stat > 1,  # a status other than succeeded
                     "cur": self.p_cur,
                     "neg": self.p_neg,
                     "amount": pay.column("amount_minor"),
@@ -1253,7 +1251,7 @@ class _Engine:
         fee_col = self.line_in.column("fee_minor")
         sel = self.l_in & (self.l_kind == 1) & has[self.l_gw]
         sel &= (day >= self.first) & (day <= self.last)
-        sel &= self.l_gross_ok & _valid(fee_col)
+        sel &= _valid(self.line_in.column("gross_minor")) & _valid(fee_col)
         idx = np.flatnonzero(sel)
         fees = _ints(fee_col, 0)
         limit, top, fix = 2**62, max(1, *tops), max(fixes, default=0)
@@ -1319,7 +1317,7 @@ class _Engine:
         # Each payment's part in its invoice, worked out by row number (a refund counts while
         # succeeded or pending).
         received = ((self.p_kind == 1) & self.p_ok) | (
-            (self.p_kind == 2) & (self.p_ok | self.p_pending)
+            (self.p_kind == 2) & np.isin(self.p_stat, (1, 2))
         )
         con.register(
             "inv_part",
@@ -1454,9 +1452,8 @@ class _Engine:
         """Drop what only the passes and the totals needed, before the tables are built."""
         self.con.close()
         for name in (
-            "p_ok", "p_pending", "p_status", "p_neg", "p_in", "l_pcur", "l_gross",
-            "l_gross_ok", "l_day", "l_in", "l_v", "l_prn", "batch_rns",
-            "batch_bucket",
+            "p_ok", "p_neg", "p_in", "l_pcur", "l_gross", "l_day", "l_in", "l_v", "l_prn",
+            "batch_rns", "batch_bucket",
         ):  # fmt: skip
             delattr(self, name)
 
