@@ -931,6 +931,81 @@ def test_invoice_outside_the_range_is_not_checked() -> None:
     assert found(result) == []
 
 
+def test_invoice_sums_beyond_int64_safe_amounts_are_worked_out_in_duckdb() -> None:
+    """Sums the vectorized invoice check could overflow go the SQL way, same findings."""
+    big = 2**61  # two such payments already reach the numpy path's bound
+    cases = {
+        "in_a": invoice_case("paid", big, big, None),
+        "in_b": invoice_case("paid", big, big - 100, None),
+    }
+    result = run_invoices(cases, {})
+    assert [(x.kind, x.invoice_id, x.amount_minor) for x in result.exceptions] == [
+        ("invoice_payment_mismatch", "in_b", 100)
+    ]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cases=st.lists(
+        st.tuples(
+            st.sampled_from(["paid", "open", "void", "uncollectible", "draft", "odd"]),
+            st.integers(-2, 3),  # total, in hundreds
+            st.lists(  # payments: kind, status, amount in hundreds (None: no amount)
+                st.tuples(
+                    st.sampled_from(["charge", "refund", "chargeback", "chargeback_reversal"]),
+                    st.sampled_from(["succeeded", "failed", "pending"]),
+                    st.one_of(st.none(), st.integers(0, 3)),
+                ),
+                max_size=3,
+            ),
+            st.lists(st.integers(0, 2), max_size=2),  # credit notes, in hundreds
+        ),
+        max_size=8,
+    ),
+    dup=st.booleans(),
+)
+def test_property_vectorized_invoice_check_agrees_with_sql(
+    cases: list[tuple[str, int, list[tuple[str, str, int | None]], list[int]]], dup: bool
+) -> None:
+    """The numpy invoice check (`_flagged_fast`) flags exactly the invoices INVOICE_SQL
+    flags, with the same sums, over statuses, null amounts, credit notes, invoices without
+    payments, payments of unknown invoices and duplicated invoice ids."""
+    payments, invoices, notes = [], [], []
+    for i, (status, total, pays, credits) in enumerate(cases):
+        invoices.append(invoice(f"in_{i}", total * 100, status))
+        if dup and i == 0:
+            invoices.append(invoice(f"in_{i}", total * 100 + 1, status))
+        for j, (kind, pay_status, amount) in enumerate(pays):
+            p = pay(
+                f"p_{i}_{j}", f"r_{i}_{j}", 0, kind=kind, status=pay_status, invoice_id=f"in_{i}"
+            )
+            p["amount_minor"] = None if amount is None else amount * 100
+            payments.append(p)
+        notes += [credit_note(f"cn_{i}_{k}", f"in_{i}", c * 100) for k, c in enumerate(credits)]
+    payments.append(pay("p_stray", "r_stray", 500, invoice_id="in_unknown"))
+    e = engine._Engine(
+        payments_table(payments),
+        lines_table([]),
+        table(invoices, TABLES["invoices"].arrow_schema()),
+        table(notes, TABLES["credit_notes"].arrow_schema()),
+        START,
+        END,
+        END,
+        "UTC",
+        EngineConfig(),
+    )
+    try:
+        e.code_join_inputs()
+        fast = e.on_cursor(e.flagged_invoices)
+        sql = e.on_cursor(lambda con: e.flagged_invoices(con, vectorized=False))
+    finally:
+        e.con.close()
+    # Rows of one duplicated invoice id may come in either order from SQL.
+    assert sorted(map(sorted, map(dict.items, fast))) == sorted(map(sorted, map(dict.items, sql)))
+    assert [r["invoice_id"] for r in fast] == sorted(r["invoice_id"] for r in fast)
+    assert all(isinstance(r["received"], int) for r in fast)
+
+
 # --------------------------------------------------------------------------------------------
 # Scope
 
