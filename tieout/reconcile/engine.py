@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
+from operator import attrgetter
 from typing import Any, Final, NamedTuple, TypeVar
 
 import duckdb
@@ -190,11 +191,12 @@ WHERE true {gateway_filter}
 NEGATIVE_KINDS: Final = (2, 3)
 #: Pass 1 as one full outer join on (gateway and kind as one code, reference), payment lines
 #: only, over the coded columns it reads (`pj`, `lj`, see `code_join_inputs`): each row is a
-#: payment, a line, or a pair sharing a reference with its verdict, by row number. Joining on
-#: a small integer instead of two strings takes about half the time. Keys shared by several
-#: payments or lines show as several pair rows and are taken out afterwards (`verdicts`).
+#: payment, a line, or a pair sharing a reference with its verdict, by row number (-1: no
+#: such side). Joining on a small integer instead of two strings takes about half the time.
+#: Keys shared by several payments or lines show as several pair rows and are taken out
+#: afterwards (`verdicts`).
 JOIN_SQL: Final = """
-SELECT p.rn AS prn, l.rn AS lrn,
+SELECT coalesce(p.rn, -1) AS prn, coalesce(l.rn, -1) AS lrn,
        (CASE WHEN p.rn IS NULL OR l.rn IS NULL THEN 0
              WHEN p.bad THEN 1
              WHEN p.cur > 0 AND l.cur = p.cur THEN (CASE WHEN l.gross = p.amt THEN 2 ELSE 3 END)
@@ -370,6 +372,14 @@ def _code(values: pa.ChunkedArray, names: list[str | None], extend: bool = True)
     return out
 
 
+def _among(codes: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """Where `codes` is one of a few `values` (np.isin sorts: ten times slower for a few)."""
+    out = codes == values[0]
+    for value in values[1:]:
+        out |= codes == value
+    return out
+
+
 def _scatter(n: int, at: np.ndarray, values: Any, fill: int = 0) -> np.ndarray:
     """An array of n, `values` at the positions `at`, `fill` elsewhere."""
     dtype = np.asarray(values).dtype
@@ -411,9 +421,9 @@ def _string_column(values: pa.ChunkedArray) -> pa.ChunkedArray:
 def _strings(names: Sequence[str | None], codes: np.ndarray) -> pa.DictionaryArray:
     """Codes into `names` as a dictionary column (a None name: null)."""
     nulls = [i for i, name in enumerate(names) if name is None]
-    indices = pa.array(
-        codes.astype(np.int16), mask=np.isin(codes, nulls) if nulls else None, type=pa.int16()
-    )
+    null = _among(codes, nulls) if nulls else None
+    mask = null if null is not None and null.any() else None
+    indices = pa.array(codes.astype(np.int16, copy=False), mask=mask, type=pa.int16())
     return pa.DictionaryArray.from_arrays(
         indices, pa.array(["" if n is None else n for n in names], pa.string())
     )
@@ -504,7 +514,7 @@ class _Engine:
         amount = pay.column("amount_minor")
         self.p_amt_ok = _valid(amount)
         self.p_amt = _ints(amount, 0)
-        self.p_neg = np.isin(self.p_kind, NEGATIVE_KINDS)  # kinds that take money back
+        self.p_neg = _among(self.p_kind, NEGATIVE_KINDS)  # kinds that take money back
         self.p_amt = np.where(self.p_neg, -self.p_amt, self.p_amt)
         self.l_gross = _ints(ln.column("gross_minor"), 0)
         # expected[gateway code, kind code]: the gateway's files carry that kind.
@@ -541,7 +551,7 @@ class _Engine:
         return next((d for d in days if self.in_scope(d)), days[0])
 
     def reported(self) -> list[ReconException]:
-        found = sorted(self.exceptions.values(), key=lambda x: (x.kind, x.exception_id))
+        found = sorted(self.exceptions.values(), key=attrgetter("kind", "exception_id"))
         return [x for x in found if self.in_scope(x.day)]
 
     def add(
@@ -622,12 +632,12 @@ class _Engine:
         """Pass 1's join rows `j` per payment and line (numpy only, before the vectorized
         passes start beside it: fresh memory pages are slow to come by while they run);
         returns the row numbers Python has to settle."""
-        prn = _ints(j.column("prn"), -1).astype(np.intp)
-        lrn = _ints(j.column("lrn"), -1).astype(np.intp)
-        v = _ints(j.column("v"), 0)
+        # Row numbers as they come (int32 below 2**31 rows, -1: no partner): every copy of
+        # ten million rows costs as much in fresh memory pages as in arithmetic.
+        prn, lrn, v = (_ints(j.column(name), 0) for name in ("prn", "lrn", "v"))
         del j
         pair = v > 0
-        lone_p, lone_l = prn[~pair & (lrn < 0)], lrn[~pair & (prn < 0)]
+        lone_p, lone_l = prn[lrn < 0], lrn[prn < 0]
         prn, lrn, v = prn[pair], lrn[pair], v[pair]
         # A key is shared when one of its pair rows repeats its payment or its line.
         n_p, n_l = self.pay_in.num_rows, self.line_in.num_rows
@@ -638,9 +648,8 @@ class _Engine:
         self.p_v = _scatter(n_p, prn, v)
         self.l_v = _scatter(n_l, lrn, v)
         matched = v == V_MATCHED
-        rn_type = np.int32 if max(n_p, n_l) < 2**31 else np.int64
-        self.p_lrn = _scatter(n_p, prn[matched], lrn[matched].astype(rn_type), fill=-1)
-        self.l_prn = _scatter(n_l, lrn[matched], prn[matched].astype(rn_type), fill=-1)
+        self.p_lrn = _scatter(n_p, prn[matched], lrn[matched], fill=-1)
+        self.l_prn = _scatter(n_l, lrn[matched], prn[matched], fill=-1)
         del matched
         # Everything but the matched 1:1 pairs (a small share) is read back and settled in
         # Python: pairs with a problem, shared keys, rows without a partner (payments: only
@@ -1331,7 +1340,7 @@ class _Engine:
         # Each payment's part in its invoice, worked out by row number (a refund counts while
         # succeeded or pending).
         received = ((self.p_kind == 1) & self.p_ok) | (
-            (self.p_kind == 2) & np.isin(self.p_stat, (1, 2))
+            (self.p_kind == 2) & _among(self.p_stat, (1, 2))
         )
         part = np.where(received, self.p_amt, 0)
         con.register(
@@ -1653,7 +1662,7 @@ class _Engine:
                 "rule": m.rule,
                 "day": self.p_rows[m.payment_id]["day"],
             }
-            for m in sorted(self.matches, key=lambda m: (m.payment_id, m.line_id))
+            for m in sorted(self.matches, key=attrgetter("payment_id", "line_id"))
         ]
         extra = [m for m in extra if self.in_scope(m["day"])]
         return pa.concat_tables([by_ref, pa.Table.from_pylist(extra, schema=MATCHES)])
@@ -1769,7 +1778,7 @@ def reconcile(
             p_buckets, l_buckets = e.bucket_tables()
         return ReconResult(
             exceptions=in_scope,
-            matches=sorted(e.matches, key=lambda m: (m.payment_id, m.line_id)),
+            matches=sorted(e.matches, key=attrgetter("payment_id", "line_id")),
             match_table=matches.result(),
             payment_buckets=p_buckets,
             line_buckets=l_buckets,
