@@ -374,7 +374,7 @@ def _code(values: pa.ChunkedArray, names: list[str | None], extend: bool = True)
 
 def _among(codes: np.ndarray, values: Sequence[int]) -> np.ndarray:
     """Where `codes` is one of a few `values` (np.isin sorts: ten times slower for a few)."""
-    out = codes == values[0]
+    out: np.ndarray = codes == values[0]
     for value in values[1:]:
         out |= codes == value
     return out
