@@ -171,7 +171,7 @@ PAY_SQL: Final = """
 SELECT payment_id, invoice_id, kind, gateway, gateway_reference AS ref, currency,
        CASE WHEN kind IN ('charge', 'chargeback_reversal') THEN amount_minor
             ELSE -amount_minor END AS amt,
-       status, created_at, day, _rn
+       status, day, _rn
 FROM {src}
 WHERE kind IN ('charge', 'refund', 'chargeback', 'chargeback_reversal') {gateway_filter}
 """
@@ -180,9 +180,8 @@ LINE_SQL: Final = """
 SELECT line_id, gateway, batch_id, category,
        CASE WHEN category = 'charge' THEN gateway_reference ELSE modification_reference END
            AS ref,
-       merchant_reference, currency, gross_minor, fee_minor, net_minor,
-       presentment_currency, presentment_amount_minor, occurred_at, day,
-       source_file, source_row, _rn
+       merchant_reference, currency, gross_minor, fee_minor,
+       presentment_currency, presentment_amount_minor, day, _rn
 FROM {src}
 WHERE true {gateway_filter}
 """
@@ -550,9 +549,11 @@ class _Engine:
         that touches the range is reported by it (and auto-resolved only by runs over it)."""
         return next((d for d in days if self.in_scope(d)), days[0])
 
-    def reported(self) -> list[ReconException]:
-        found = sorted(self.exceptions.values(), key=attrgetter("kind", "exception_id"))
-        return [x for x in found if self.in_scope(x.day)]
+    def reported(self, ordered: bool = True) -> list[ReconException]:
+        """The exceptions of the range, by kind and id (unless not `ordered`: the buckets
+        only look names up)."""
+        found = [x for x in self.exceptions.values() if self.in_scope(x.day)]
+        return sorted(found, key=attrgetter("kind", "exception_id")) if ordered else found
 
     def add(
         self,
@@ -610,13 +611,6 @@ class _Engine:
             return work(con)
         finally:
             con.close()
-
-    def listed(self, sql: str, unused: str) -> list[dict[str, Any]]:
-        """Rows as dicts, less a timestamp column the passes never read (slow to convert)."""
-        rows: list[dict[str, Any]] = (
-            self.con.sql(sql).to_arrow_table().drop_columns([unused]).to_pylist()
-        )
-        return rows
 
     # -- pass 1: references --------------------------------------------------------------------
 
@@ -764,14 +758,13 @@ class _Engine:
         rn_of: dict[str, int],
     ) -> dict[int, dict[str, Any]]:
         """The rows of `table` at these row numbers through `sql` (PAY_SQL or LINE_SQL) in
-        `order`, by row number; each row's number is noted in `rn_of` under its `key`. The
-        order's first column (a timestamp the passes never read) is dropped."""
+        `order` (columns of `table`), by row number; each row's number is noted in `rn_of`
+        under its `key`."""
         self.con.register("fetched", _take_rows(table, np.unique(rns)))
         out = {}
         try:
-            for row in self.listed(
-                sql.format(src="fetched", gateway_filter=self.gf) + f" ORDER BY {order}",
-                order.split(",")[0],
+            for row in self.rows(
+                sql.format(src="fetched", gateway_filter=self.gf) + f" ORDER BY {order}"
             ):
                 rn = row.pop(RN)
                 out[rn] = row
@@ -1760,7 +1753,7 @@ def reconcile(
             e.suggestions_and_leftovers(pays, lns)
             e.fees(off_schedule.result())
             payout_counts = e.payouts(batches.result())
-            e.classify(e.reported())
+            e.classify(e.reported(ordered=False))
             p_in, l_in = e.inputs_in_scope()
             p_totals, l_totals = e.totals()
             conservation = _conservation(p_totals, l_totals, p_in, l_in)
