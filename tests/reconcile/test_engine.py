@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tieout.connectors.settlements.base import SETTLEMENT_LINE_SCHEMA
+from tieout.errors import InputDataError
 from tieout.reconcile import engine
 from tieout.reconcile.engine import (
     ConservationError,
@@ -1004,6 +1005,43 @@ def test_property_vectorized_invoice_check_agrees_with_sql(
     assert sorted(map(sorted, map(dict.items, fast))) == sorted(map(sorted, map(dict.items, sql)))
     assert [r["invoice_id"] for r in fast] == sorted(r["invoice_id"] for r in fast)
     assert all(isinstance(r["received"], int) for r in fast)
+
+
+def test_rows_breaking_the_canonical_contract_are_rejected_with_their_keys() -> None:
+    """A row without a value the engine cannot do without (no gateway to expect a settlement
+    from, no day, no amount) would end in no bucket for certain: reconcile() names the rows
+    and the fix instead of failing inside (it used to raise a ConservationError)."""
+    payments = [pay("p_ok", "ch_ok"), pay("p_nogw", "ch_1", gateway=None)]
+    payments += [{**pay(f"p_noday{i}", f"ch_d{i}"), "created_at": None} for i in range(7)]
+    payments.append({**pay("x", "ch_x"), "payment_id": None})
+    lines = [line("l_ok", "ch_ok"), {**line("l_nocur", "ch_2"), "currency": None}]
+    with pytest.raises(InputDataError) as caught:
+        run(payments, lines)
+    message = str(caught.value)
+    assert "1 of the payments have no gateway (payment_id p_nogw)" in message
+    assert (
+        "7 of the payments have no created_at (payment_id p_noday0, p_noday1, p_noday2, "
+        "p_noday3, p_noday4 and 2 more)"
+    ) in message
+    assert "1 of the payments have no payment_id (payment_id row 9)" in message
+    assert "1 of the settlement lines have no currency (line_id l_nocur)" in message
+    assert "fix them at the source" in message
+    # The same rows, valid, reconcile.
+    result = run([pay("p_ok", "ch_ok")], [line("l_ok", "ch_ok")])
+    assert pbuckets(result) == {"p_ok": "matched"}
+
+
+def test_a_missing_column_is_named() -> None:
+    lines = lines_table([line("l1", "ch_1")]).drop_columns(["fee_minor"])
+    with pytest.raises(InputDataError, match="the settlement lines have no column 'fee_minor'"):
+        reconcile(
+            payments_table([pay("p1", "ch_1")]),
+            lines,
+            table([], TABLES["invoices"].arrow_schema()),
+            table([], TABLES["credit_notes"].arrow_schema()),
+            start=START,
+            end=END,
+        )
 
 
 # --------------------------------------------------------------------------------------------

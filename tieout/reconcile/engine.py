@@ -53,6 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tieout.canonical import local_days
+from tieout.errors import InputDataError
 from tieout.money import format_minor
 from tieout.reconcile.model import (
     SEVERITY,
@@ -73,6 +74,70 @@ _T = TypeVar("_T")
 
 class ConservationError(AssertionError):
     """The buckets do not add back to the inputs: a bug in the engine, never bad input."""
+
+
+#: Per input (what the error calls it, its key column): the columns the engine reads that the
+#: canonical schemas require. A row without one could not be put in any bucket for certain
+#: (no gateway to expect a settlement from, no day to scope it, no amount to count).
+REQUIRED: Final = {
+    "payments": (
+        "payment_id",
+        ("payment_id", "kind", "gateway", "amount_minor", "currency", "status", "created_at"),
+    ),
+    "settlement lines": (
+        "line_id",
+        (
+            "line_id",
+            "gateway",
+            "batch_id",
+            "category",
+            "currency",
+            "gross_minor",
+            "fee_minor",
+            "net_minor",
+            "occurred_at",
+        ),
+    ),
+    "invoices": ("invoice_id", ("invoice_id", "status", "currency", "total_minor")),
+    "credit notes": ("credit_note_id", ("invoice_id", "amount_minor")),
+}
+
+
+def check_inputs(tables: Mapping[str, pa.Table]) -> None:
+    """Raise InputDataError, naming the rows and the fix, for inputs that break the canonical
+    contract the engine relies on (billing extraction and the settlement loaders quarantine
+    such rows, so the pipeline never passes them; a caller building frames itself might)."""
+    problems = []
+    for label, table in tables.items():
+        key, columns = REQUIRED[label]
+        for column in columns:
+            if column not in table.column_names:
+                if table.num_rows:
+                    problems.append(f"the {label} have no column {column!r}")
+                continue
+            values = table.column(column)
+            if not values.null_count:
+                continue
+            rows = np.flatnonzero(~_valid(values))
+            shown = rows[:5]
+            keys = (
+                table.column(key).take(pa.array(shown)).to_pylist()
+                if key in table.column_names
+                else [None] * shown.size
+            )
+            named = ", ".join(
+                f"row {r}" if k is None else str(k)
+                for r, k in zip(shown.tolist(), keys, strict=True)
+            )
+            more = f" and {rows.size - shown.size} more" if rows.size > shown.size else ""
+            problems.append(f"{rows.size} of the {label} have no {column} ({key} {named}{more})")
+    if problems:
+        raise InputDataError(
+            "reconcile() cannot use its inputs: " + "; ".join(problems) + ". The canonical "
+            "schemas require these columns; billing extraction and the settlement loaders "
+            "quarantine such rows, so fix them at the source (or leave them out of the "
+            "frames passed in) and run again."
+        )
 
 
 @dataclass(frozen=True)
@@ -1738,6 +1803,14 @@ def reconcile(
     """Reconcile the business days [start, end]; rows outside them are context only."""
     config = config or EngineConfig()
     as_of = as_of or end
+    check_inputs(
+        {
+            "payments": payments,
+            "settlement lines": lines,
+            "invoices": invoices,
+            "credit notes": credit_notes,
+        }
+    )
     e = _Engine(payments, lines, invoices, credit_notes, start, end, as_of, timezone, config)
     try:
         e.code_join_inputs()
