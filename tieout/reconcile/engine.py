@@ -223,14 +223,9 @@ def _with_day(table: pa.Table, column: str, timezone: str) -> pa.Table:
     return table.append_column("day", local_days(table.column(column), timezone))
 
 
-def _empty_like(names: Sequence[str]) -> pa.Table:
-    return pa.table({n: pa.array([], pa.string()) for n in names})
-
-
 #: The row number each input row is registered with: the join and the later passes speak in
 #: row numbers (integers), and only the few rows in question are read back as Python rows.
 RN: Final = "_rn"
-_KINDS_SQL: Final = "('charge', 'refund', 'chargeback', 'chargeback_reversal')"
 
 PAY_SQL: Final = """
 SELECT payment_id, invoice_id, kind, gateway, gateway_reference AS ref, currency,
@@ -381,6 +376,9 @@ MATCHES: Final = pa.schema(
     [("payment_id", pa.string()), ("line_id", pa.string()), ("gateway", LABEL),
      ("rule", LABEL), ("day", pa.date32())]
 )  # fmt: skip
+#: What the vectorized checks (fees, invoices) let their int64 arithmetic reach; beyond it
+#: they hand over to DuckDB, which raises on an overflow instead of wrapping around.
+INT64_SAFE: Final = 2**62
 #: Lines per slice of the vectorized fee check.
 FEE_CHUNK: Final = 1 << 20
 EPOCH: Final = date(1970, 1, 1)
@@ -434,6 +432,11 @@ def _code(values: pa.ChunkedArray, names: list[str | None], extend: bool = True)
     dtype = np.int8 if len(names) < 2**7 else np.int16 if len(names) < 2**15 else np.int32
     out: np.ndarray = (_ints(at, -1) + 1).astype(dtype)
     return out
+
+
+def _largest(values: np.ndarray) -> int:
+    """The largest |x| in `values`, as a Python integer (no int64 overflow)."""
+    return max(abs(int(values.max())), abs(int(values.min()))) if values.size else 0
 
 
 def _among(codes: np.ndarray, values: Sequence[int]) -> np.ndarray:
@@ -1332,10 +1335,7 @@ class _Engine:
         sel &= _valid(self.line_in.column("gross_minor")) & _valid(fee_col)
         idx = np.flatnonzero(sel)
         fees = _ints(fee_col, 0)
-        limit, top, fix = 2**62, max(1, *tops), max(fixes, default=0)
-
-        def largest(values: np.ndarray) -> int:  # |x| in Python integers: no int64 overflow
-            return max(abs(int(values.max())), abs(int(values.min()))) if values.size else 0
+        limit, top, fix = INT64_SAFE, max(1, *tops), max(fixes, default=0)
 
         # A million lines at a time: the same few buffers are reused (ten million lines at
         # once cost as much in fresh memory pages as in arithmetic here). Rates and fixed
@@ -1345,7 +1345,7 @@ class _Engine:
         for lo in range(0, idx.size, FEE_CHUNK):
             at = idx[lo : lo + FEE_CHUNK]
             gross, gap = self.l_gross[at], fees[at]
-            if largest(gross) * 2 * top + 10_000 >= limit or largest(gap) + fix >= limit // 2:
+            if _largest(gross) * 2 * top + 10_000 >= limit or _largest(gap) + fix >= limit // 2:
                 return None
             gi = self.l_gw[at].astype(np.intp)
             expected = np.abs(gross)
@@ -1434,13 +1434,9 @@ class _Engine:
         rec = _ints(paid.column("rec"), 0)
         c_rn = _ints(credits.column(RN), 0).astype(np.intp)
         c_amt = _ints(credits.column("amount_minor"), 0)
-        limit = 2**62
 
-        def largest(values: np.ndarray) -> int:  # |x| in Python integers: no int64 overflow
-            return max(abs(int(values.max())), abs(int(values.min()))) if values.size else 0
-
-        bound = largest(rec) * rec.size + largest(c_amt) * c_amt.size + largest(total)
-        if bound >= limit:
+        bound = _largest(rec) * rec.size + _largest(c_amt) * c_amt.size + _largest(total)
+        if bound >= INT64_SAFE:
             return None
         m = inv.num_rows
         has = np.bincount(rn, minlength=m) > 0
